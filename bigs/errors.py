@@ -1,0 +1,64 @@
+"""One error type for bad input, and atomic writes so a killed job leaves nothing half-written."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+
+class BigsError(Exception):
+    """A user-facing error: the message names the file and the field, and says what to do."""
+
+
+def fail(path, field: str, what: str) -> BigsError:
+    """Build the standard message `<path>: <field>: <what>`."""
+    return BigsError(f"{path}: {field}: {what}")
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike, suffix: str = ""):
+    """Yield a temp path next to `final`; rename it onto `final` only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{final.name}.", suffix=suffix, dir=final.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike):
+    """Yield a temp directory next to `final`; swap it into place only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}.", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            old = final.with_name(f".old-{final.name}.{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def cli_main(main) -> None:
+    """Run a CLI `main()`, turning a BigsError into one line on stderr and exit code 2."""
+    try:
+        sys.exit(main() or 0)
+    except BigsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
