@@ -48,6 +48,8 @@ def randomise_(model, seed=0):
         for name, p in model.named_parameters():
             if name.endswith(("bias", ".D")) or "LayerNorm" in name:
                 p.add_(0.1 * torch.randn(p.shape, generator=g))
+            elif ".layer." in name and p.dim() == 2 and "kernel" not in name:  # O(1) layer outputs
+                p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
             if name.endswith("A_re"):
                 p.copy_(-0.05 - torch.rand(p.shape, generator=g))
     return model
