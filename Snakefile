@@ -1,0 +1,86 @@
+# bigs-workflow: pretrain BiGS ("Pretraining Without Attention") from raw text or the authors'
+# corpus, then evaluate and plot. `snakemake --cores all pretrain` runs the embedded default
+# (config.yaml); presets are overlays: `--configfile presets/<name>.yaml`. Stages, targets and
+# reruns: docs/WORKFLOW.md.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+
+
+validate_config(
+    config, "schemas/config.schema.yaml"
+)  # before any job; errors name the key
+
+shell.prefix(JOB_PREFIX)  # strict bash; `bigs` from this checkout, also in conda envs
+
+
+wildcard_constraints:
+    corpus=re.escape(config["corpus"]["name"]),
+    dataset=re.escape(dataset_name()),
+    run="|".join(re.escape(r) for r in run_names()),
+    split="train|test",
+    k=r"\d+",
+    textshard=r"(training|test)\d+",
+
+
+include: "rules/data.smk"
+include: "rules/pretrain.smk"
+include: "rules/evaluate.smk"
+
+
+# ---- targets: each stage by name; `pretrain` is the main one (model + evaluation + plots)
+rule all:
+    default_target: True
+    input:
+        stage_targets("inspect"),
+        stage_targets("pretrain"),
+    localrule: True
+
+
+rule corpus:
+    input:
+        stage_targets("corpus"),
+    localrule: True
+
+
+rule shards:
+    input:
+        stage_targets("shards"),
+    localrule: True
+
+
+rule samples:
+    input:
+        stage_targets("samples"),
+    localrule: True
+
+
+rule inspect:
+    input:
+        stage_targets("inspect"),
+    localrule: True
+
+
+rule pretrain:
+    input:
+        stage_targets("pretrain"),
+    localrule: True
+
+
+rule evaluate:
+    input:
+        stage_targets("evaluate"),
+    localrule: True
+
+
+rule plots:
+    input:
+        stage_targets("plots"),
+    localrule: True

@@ -1,0 +1,312 @@
+# Helpers and input functions only: no rules here. Everything reads the validated `config`,
+# so nothing below is evaluated before validate_config() has run (see the Snakefile).
+
+import hashlib
+import os
+import json
+import shlex
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+
+# ---------------------------------------------------------------------------- config checks
+def _key(path):
+    """jsonschema's deque(['runs', 0, 'name']) -> 'runs[0].name'."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out or "<top level>"
+
+
+def _describe(err):
+    """One line for one jsonschema error, naming the config key."""
+    key = _key(err.absolute_path)
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        unknown = sorted(set(err.instance) - set(allowed))
+        where = f"{key}." if err.absolute_path else ""
+        return f"unknown key {', '.join(where + k for k in unknown)} (allowed: {', '.join(allowed)})"
+    if err.validator == "pattern" or (
+        err.validator == "anyOf" and isinstance(err.instance, str)
+    ):
+        return (
+            f"{key}: {err.instance!r} is not allowed: names take letters, digits and . _ -; "
+            "paths also / + , = @ % (no spaces or shell metacharacters)"
+        )
+    return f"{key}: {err.message}"
+
+
+def validate_config(config, schema):
+    """Schema check, then cross-key checks, all before any job runs; every message names the
+    key (issue 7). snakemake's validate() then fills the schema's defaults into `config`."""
+    import jsonschema
+    import yaml
+
+    with open(Path(workflow.basedir) / schema) as f:
+        spec = yaml.safe_load(f)
+    errors = sorted(
+        jsonschema.Draft202012Validator(spec).iter_errors(config),
+        key=lambda e: _key(e.absolute_path),
+    )
+    if errors:
+        lines = "\n".join(f"  {_describe(e)}" for e in errors)
+        raise WorkflowError(f"Invalid config (schemas/config.schema.yaml):\n{lines}")
+    validate(config, schema)
+
+    names = [r["name"] for r in config["runs"]]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise WorkflowError(f"Invalid config: runs: duplicate run name(s) {dupes}")
+    prebuilt = config["corpus"]["prebuilt"]
+    if config["corpus"]["source"] == "prebuilt" and prebuilt["stream"]:
+        if not prebuilt["url"].startswith("gs://"):
+            raise WorkflowError(
+                "Invalid config: corpus.prebuilt.stream: true needs a gs:// corpus.prebuilt.url"
+            )
+    for run in config["runs"]:
+        s = run_settings(run["name"])
+        if s["max_predictions_per_seq"] >= s["max_seq_length"]:
+            raise WorkflowError(
+                f"Invalid config: runs[{run['name']}]: max_predictions_per_seq "
+                f"({s['max_predictions_per_seq']}) must be < max_seq_length ({s['max_seq_length']})"
+            )
+        if config["corpus"]["source"] == "raw":
+            # The shards are built for one length; the model must be trained on that length.
+            for k in ("max_seq_length", "max_predictions_per_seq"):
+                if s[k] != config["samples"][k]:
+                    raise WorkflowError(
+                        f"Invalid config: runs[{run['name']}].{k} / pretrain.{k} = {s[k]} "
+                        f"differs from samples.{k} = {config['samples'][k]}: make them equal"
+                    )
+    s = config["samples"]
+    if s["max_predictions_per_seq"] >= s["max_seq_length"]:
+        raise WorkflowError(
+            "Invalid config: samples.max_predictions_per_seq must be < samples.max_seq_length"
+        )
+
+
+# ---------------------------------------------------------------------------- names and paths
+def q(value):
+    """Quote one value for a shell command (config strings only ever reach shells this way)."""
+    return shlex.quote(str(value))
+
+
+def run_names():
+    return [r["name"] for r in config["runs"]]
+
+
+def run_settings(name):
+    """`pretrain:` defaults overlaid with the run's own keys."""
+    run = next(r for r in config["runs"] if r["name"] == name)
+    return {**config["pretrain"], **{k: v for k, v in run.items() if k != "name"}}
+
+
+def corpus_source():
+    """'raw', 'prebuilt' (downloaded to resources/) or 'stream' (gs:// read by pretrain)."""
+    c = config["corpus"]
+    if c["source"] == "prebuilt" and c["prebuilt"]["stream"]:
+        return "stream"
+    return c["source"]
+
+
+def dataset_name():
+    """Names the hdf5 dataset: <corpus>-<samples.name> when built here, <corpus> when prebuilt."""
+    c = config["corpus"]["name"]
+    return f"{c}-{config['samples']['name']}" if corpus_source() == "raw" else c
+
+
+def dataset_path():
+    """What pretrain/evaluate get as --dataset_path."""
+    src = corpus_source()
+    if src == "raw":
+        return f"results/samples/{dataset_name()}"
+    if src == "prebuilt":
+        return f"resources/prebuilt/{config['corpus']['name']}"
+    return config["corpus"]["prebuilt"]["url"]
+
+
+def corpus_text():
+    """The one-article-per-line file of bigs.data.process."""
+    c = config["corpus"]
+    return f"results/corpus/{c['name']}/{c['raw']['type']}_one_article_per_line.txt"
+
+
+def text_shards(corpus=None):
+    """results/shards/<corpus>/{training,test}{i}.txt of bigs.data.shard."""
+    corpus = corpus or config["corpus"]["name"]
+    n = {
+        "training": config["shards"]["num_train_shards"],
+        "test": config["shards"]["num_test_shards"],
+    }
+    return [
+        f"results/shards/{corpus}/{split}{i}.txt"
+        for split in n
+        for i in range(n[split])
+    ]
+
+
+# Mirrors bigs.data.samples.output_index (tests/test_workflow.py checks they agree):
+# copy j of text shard i of a split with n shards is written as <split>_shard_{j * n + i}.hdf5,
+# so the k of academic-budget's generate_samples.py is kept and seeds are seed + k.
+def output_index(shard_index, copy, num_shards):
+    return copy * num_shards + shard_index
+
+
+def sample_split(split):
+    """hdf5 split name ('train' | 'test') -> text shard prefix and count."""
+    if split == "train":
+        return "training", config["shards"]["num_train_shards"]
+    return "test", config["shards"]["num_test_shards"]
+
+
+def sample_files():
+    """Every hdf5 shard of the dataset built here (raw source only)."""
+    d = config["samples"]["dup_factor"]
+    files = []
+    for split in ("train", "test"):
+        _, n = sample_split(split)
+        files += [
+            f"results/samples/{dataset_name()}/{split}_shard_{output_index(i, j, n)}.hdf5"
+            for j in range(d)
+            for i in range(n)
+        ]
+    return files
+
+
+def sample_source(wildcards):
+    """tokens of the text shard that hdf5 shard k is a masked copy of; and the copy number."""
+    prefix, n = sample_split(wildcards.split)
+    k = int(wildcards.k)
+    i, j = k % n, k // n
+    assert output_index(i, j, n) == k
+    return prefix, i, j
+
+
+def dataset_inputs():
+    """Files a training or evaluation job needs before it starts (none when streaming)."""
+    src = corpus_source()
+    if src == "raw":
+        return sample_files()
+    if src == "prebuilt":
+        return [dataset_path()]
+    return []
+
+
+# ---------------------------------------------------------------------------- command lines
+# The seed's flags in the seed's order (REFERENCE.md §1), then the ones bigs.pretrain adds.
+SEED_FLAGS = [
+    "model_type", "max_seq_length", "weight_decay", "per_device_train_batch_size",
+    "per_device_eval_batch_size", "learning_rate", "overwrite_output_dir", "max_train_shards",
+    "adam_beta1", "adam_beta2", "logging_steps", "save_steps", "eval_steps", "n_layers",
+    "warmup_steps", "num_total_train_steps", "hidden_dropout_prob", "hidden_size",
+    "intermediate_size", "schedule_type",
+]  # fmt: skip
+EXTRA_FLAGS = [
+    "num_ssm", "adam_epsilon", "seed", "cosine_schedule_alpha", "max_predictions_per_seq",
+    "dtype", "device", "precision", "gradient_accumulation_steps", "max_grad_norm",
+    "ssm_init", "eval_batches", "save_total_limit", "compile",
+]  # fmt: skip
+
+
+def _flag(key, value):
+    if isinstance(value, bool):  # store_true flags: present or absent
+        return [f"--{key}"] if value else []
+    if value is None:  # not set: bigs.pretrain's default applies
+        return []
+    if isinstance(value, float):
+        value = repr(value)  # 6e-4 -> '0.0006': exact round trip
+    return [f"--{key}={value}"]
+
+
+def pretrain_args(run, output_dir, dataset):
+    """The flags of `python -m bigs.pretrain` for one run, shell-quoted."""
+    s = run_settings(run)
+    args = [f"--output_dir={output_dir}", f"--dataset_path={dataset}"]
+    for key in SEED_FLAGS + EXTRA_FLAGS:
+        args += _flag(key, s[key])
+    return " ".join(q(a) for a in args)
+
+
+def run_fingerprint(run):
+    """Hash of everything that shapes a run's outputs: its flags and how its data was made.
+    scripts/pretrain.sh resumes checkpoints only when this matches the one that wrote them.
+    """
+    c = config["corpus"]
+    if c["source"] == "raw":
+        data = [c["name"], c["raw"], config["shards"], config["samples"]]
+    else:
+        data = [c["name"], c["prebuilt"]]
+    blob = json.dumps([pretrain_args(run, "", ""), data], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def pretrain_env(wildcards):
+    """torch-xla env for TPU runs, the CUDA torch env otherwise."""
+    tpu = run_settings(wildcards.run)["device"] == "xla"
+    return "../envs/pretrain-tpu.yaml" if tpu else "../envs/pretrain-gpu.yaml"
+
+
+def evaluate_args():
+    e = config["evaluate"]
+    args = [f"--batch_size={e['batch_size']}"]
+    args += [f"--max_batches={e['max_batches']}"] if e["max_batches"] else []
+    args += [f"--probes={e['probes']}"] if e["probes"] else []
+    return " ".join(q(a) for a in args)
+
+
+# The one launcher of bigs.pretrain (torchrun for several GPUs, resume rules); absolute so that
+# `--directory` elsewhere still finds it; an input, so editing it reruns pretraining.
+PRETRAIN_SH = str(Path(workflow.basedir) / "scripts" / "pretrain.sh")
+
+# Every job's shell starts with this: strict bash, and `bigs` imported from this checkout (also
+# inside the per-stage conda envs, which hold only third-party packages). The prefix is
+# str.format-ed per job, hence the doubled braces.
+JOB_PREFIX = (
+    "set -euo pipefail; "
+    f"export PYTHONPATH={q(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+)
+
+
+def dataset_arg(input):
+    """--dataset_path of a job from its declared inputs (dir of the hdf5 files, the prebuilt
+    dir) or the gs:// url when streaming; inputs first, so remote file systems also work.
+    """
+    src = corpus_source()
+    if src == "raw":
+        return os.path.dirname(input[0])
+    if src == "prebuilt":
+        return input[0]
+    return dataset_path()
+
+
+PLOTS = ["train_loss", "learning_rate", "eval_vs_step", "eval_vs_tokens", "throughput"]
+
+
+def stage_targets(stage):
+    """Files each named target (Snakefile) brings; empty where a stage does not apply
+    (shards/samples of a prebuilt corpus, corpus of a streamed one)."""
+    src = corpus_source()
+    runs = run_names()
+    if stage == "corpus":
+        return {"raw": [corpus_text()], "prebuilt": [dataset_path()]}.get(src, [])
+    if stage == "shards":
+        return text_shards() if src == "raw" else []
+    if stage == "samples":
+        return dataset_inputs()
+    if stage == "inspect":
+        return [f"results/inspect/{dataset_name()}.json"]
+    if stage == "evaluate":
+        return [f"results/evaluate/{r}.json" for r in runs]
+    if stage == "plots":
+        return [f"results/plots/{p}.png" for p in PLOTS] + ["results/plots/summary.md"]
+    assert stage == "pretrain", stage
+    models = [f"results/pretrain/{r}/final/model.safetensors" for r in runs]
+    return models + stage_targets("evaluate") + stage_targets("plots")
+
+
+def vocab_args():
+    """--vocab_file only when set; bigs.data.samples falls back to the bundled vocab."""
+    v = config["samples"]["vocab_file"]
+    return f"--vocab_file {q(v)}" if v else ""

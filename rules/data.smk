@@ -1,0 +1,144 @@
+# Data stages (issue 2): corpus -> shards -> samples -> inspect. One `python -m bigs.data.<stage>`
+# per rule; params hold exactly the settings that shape each rule's outputs, so a changed
+# setting reruns its stage and what follows, nothing before it.
+
+
+rule fetch_prebuilt:
+    output:
+        directory("resources/prebuilt/{corpus}"),
+    log:
+        "logs/fetch_prebuilt/{corpus}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 4
+    resources:
+        runtime=720,
+    params:
+        source=config["corpus"]["prebuilt"]["url"],
+    shell:
+        "python -m bigs.data.fetch --source {params.source:q} --output {output:q} > {log:q} 2>&1"
+
+
+rule process_corpus:
+    input:
+        config["corpus"]["raw"]["path"],
+    output:
+        "results/corpus/{corpus}/{type}_one_article_per_line.txt",
+    log:
+        "logs/process_corpus/{corpus}-{type}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 8
+    resources:
+        runtime=720,
+    params:
+        outdir=subpath(output[0], parent=True),
+    shell:
+        "python -m bigs.data.process -f {input:q} -o {params.outdir:q} --type {wildcards.type}"
+        " --n_processes {threads} > {log:q} 2>&1"
+
+
+rule shard_corpus:
+    input:
+        corpus_text(),
+    output:
+        text_shards("{corpus}"),
+    log:
+        "logs/shard_corpus/{corpus}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 8
+    resources:
+        runtime=720,
+    params:
+        txt_dir=subpath(input[0], parent=True),
+        out_dir=lambda wildcards: f"results/shards/{wildcards.corpus}",
+        num_train_shards=config["shards"]["num_train_shards"],
+        num_test_shards=config["shards"]["num_test_shards"],
+        frac_test=config["shards"]["frac_test"],
+        seed=config["shards"]["seed"],
+    shell:
+        "python -m bigs.data.shard --dir {params.txt_dir:q} -o {params.out_dir:q}"
+        " --num_train_shards {params.num_train_shards} --num_test_shards {params.num_test_shards}"
+        " --frac_test {params.frac_test} --seed {params.seed} --n_processes {threads} --overwrite"
+        " > {log:q} 2>&1"
+
+
+# WordPiece once per text shard (issue 2); the masked copies below all reuse these ids.
+rule tokenize_shard:
+    input:
+        "results/shards/{corpus}/{textshard}.txt",
+    output:
+        "results/tokens/{corpus}/{textshard}.npz",
+    log:
+        "logs/tokenize_shard/{corpus}/{textshard}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        vocab=vocab_args(),
+        model_name=config["samples"]["model_name"],
+        do_lower_case=int(config["samples"]["do_lower_case"]),
+    shell:
+        "python -m bigs.data.samples tokenize --input {input:q} --output {output:q} {params.vocab}"
+        " --model_name {params.model_name:q} --do_lower_case {params.do_lower_case} > {log:q} 2>&1"
+
+
+# One job per (text shard x dup copy): hdf5 shard k = output_index(shard, copy, num_shards).
+rule mask_shard:
+    input:
+        lambda wildcards: "results/tokens/{}/{}{}.npz".format(
+            config["corpus"]["name"], *sample_source(wildcards)[:2]
+        ),
+    output:
+        "results/samples/{dataset}/{split}_shard_{k}.hdf5",
+    log:
+        "logs/mask_shard/{dataset}/{split}_shard_{k}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        copy_index=lambda wildcards: sample_source(wildcards)[2],
+        seed=config["samples"]["seed"],
+        masked_lm_prob=config["samples"]["masked_lm_prob"],
+        max_seq_length=config["samples"]["max_seq_length"],
+        max_predictions_per_seq=config["samples"]["max_predictions_per_seq"],
+        short_seq_prob=config["samples"]["short_seq_prob"],
+        whole_word_mask=(
+            "--whole_word_mask" if config["samples"]["whole_word_mask"] else ""
+        ),
+    shell:
+        "python -m bigs.data.samples mask --tokens {input:q} --copy {params.copy_index} --output {output:q}"
+        " --seed {params.seed} --masked_lm_prob {params.masked_lm_prob}"
+        " --max_seq_length {params.max_seq_length}"
+        " --max_predictions_per_seq {params.max_predictions_per_seq}"
+        " --short_seq_prob {params.short_seq_prob} {params.whole_word_mask} > {log:q} 2>&1"
+
+
+rule inspect_dataset:
+    input:
+        dataset_inputs(),
+    output:
+        report(
+            "results/inspect/{dataset}.json",
+            category="Data",
+            labels={"file": "shard stats"},
+        ),
+    log:
+        "logs/inspect_dataset/{dataset}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        path=lambda wildcards, input: dataset_arg(input),
+    shell:
+        "python -m bigs.data.inspect {params.path:q} -o {output:q} > {log:q} 2>&1"
