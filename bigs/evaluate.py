@@ -216,13 +216,24 @@ def fill_mask(model, tokenizer, sentences: list[str], device, top_k: int = 5) ->
 
 
 def checkpoint_step(model_dir: Path) -> int | None:
-    """The optimizer step of a checkpoint: trainer_state.json, else a `checkpoint-<step>` name."""
+    """The optimizer step of a checkpoint: trainer_state.json, a `checkpoint-<step>` name, or for
+    `final/` the last step in the run's metrics.jsonl; None for other dirs (published, baselines)."""
     state = model_dir / "trainer_state.json"
     if state.is_file():
         with contextlib.suppress(ValueError, KeyError, TypeError):
             return int(json.loads(state.read_text())["step"])
     m = re.fullmatch(r"checkpoint-(\d+)", model_dir.name)
-    return int(m.group(1)) if m else None
+    if m:
+        return int(m.group(1))
+    # final/ is written after the last step: the last step logged in the run's metrics.jsonl
+    metrics = model_dir.parent / "metrics.jsonl"
+    if model_dir.name == "final" and metrics.is_file():
+        steps = []
+        for line in metrics.read_text().splitlines():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                steps.append(int(json.loads(line)["step"]))
+        return max(steps, default=None)
+    return None
 
 
 def shard_batches(shards, batch_size, vocab_size):

@@ -116,6 +116,7 @@ def plot_series(name: str, train: list[dict], evals: list[dict], smoothing: floa
     add("train_loss_ema", "step", steps, ema([r["loss"] for r in train], smoothing))
     add("lr", "step", steps, [r["lr"] for r in train])
     add("tokens_per_s", "step", steps, [r["tokens_per_s"] for r in train])
+    add("tokens_per_s_ema", "step", steps, ema([r["tokens_per_s"] for r in train], smoothing))
     add("mfu", "step", steps, [r["mfu"] for r in train])
     for key in ("eval_loss", "eval_accuracy", "eval_perplexity"):
         add(key, "step", [r["step"] for r in evals], [r[key] for r in evals])
@@ -163,12 +164,16 @@ def _finish(fig, axes, path: Path):
                 handles.append(h)
                 labels.append(lab)
     if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False)
+        # as many columns as fit the figure width (≈0.09 in per character + the line sample)
+        entry_in = 0.09 * max(len(lab) for lab in labels) + 0.7
+        ncol = max(1, min(len(labels), int(fig.get_figwidth() // entry_in)))
+        fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False)
     for ax in axes:
         if not any(len(line.get_xdata()) for line in ax.get_lines()):  # e.g. no eval yet, mfu null
             ax.tick_params(which="both", left=False, bottom=False, labelleft=False, labelbottom=False)
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="gray")
-        ax.grid(True, alpha=0.3)
+        else:
+            ax.grid(True, alpha=0.3)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
@@ -187,7 +192,7 @@ def draw(rows: list[tuple], names: list[str], out_dir: Path, smoothing: float) -
         ax.plot(*_pts(rows, n, "train_loss"), color=colors[n], alpha=0.25, lw=0.8)
         ax.plot(*_pts(rows, n, "train_loss_ema"), color=colors[n], ls=styles[n], lw=1.8, label=n)
     ax.set(xlabel="optimizer step", ylabel="masked-LM loss (nats / token)",
-           title=f"Training loss (faint: raw, solid: EMA {smoothing:g})")
+           title=f"Training loss (faint: raw, line: EMA {smoothing:g})")
     _finish(fig, [ax], out_dir / "train_loss.png")
     written.append(out_dir / "train_loss.png")
 
@@ -222,9 +227,11 @@ def draw(rows: list[tuple], names: list[str], out_dir: Path, smoothing: float) -
     # speed: tokens/s and model-FLOPs utilisation
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     for n in names:
-        ax1.plot(*_pts(rows, n, "tokens_per_s"), color=colors[n], ls=styles[n], label=n)
+        ax1.plot(*_pts(rows, n, "tokens_per_s"), color=colors[n], alpha=0.25, lw=0.8)
+        ax1.plot(*_pts(rows, n, "tokens_per_s_ema"), color=colors[n], ls=styles[n], lw=1.8, label=n)
         ax2.plot(*_pts(rows, n, "mfu"), color=colors[n], ls=styles[n], label=n)
-    ax1.set(xlabel="optimizer step", ylabel="throughput (tokens / s)", title="Training throughput")
+    ax1.set(xlabel="optimizer step", ylabel="throughput (tokens / s)",
+            title=f"Training throughput (faint: raw, line: EMA {smoothing:g})")
     ax1.yaxis.set_major_formatter(tokens_fmt)
     ax2.set(xlabel="optimizer step", ylabel="MFU (% of peak FLOP/s)", title="Model FLOPs utilisation")
     ax2.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))

@@ -2,9 +2,12 @@
 layouts (BERT / BiGS full head (B, L, V), BiGS masked head (n, V)), fill-mask probes, the CLI on
 a tiny checkpoint, and bad inputs (missing dir, another size, no test shards, unknown tokenizer)."""
 
+import csv
 import json
 import math
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -224,3 +227,36 @@ def test_bad_data_probes_and_tokenizer(ckpt, tmp_path, monkeypatch):
     _expect_error(["--model", str(d), "--dataset_path", str(shards), "--tokenizer", str(tiny_vocab)],
                   "maps 'the' to \\[UNK\\]", out)
     assert BUNDLED_VOCAB.is_file()
+
+
+@pytest.mark.slow
+def test_cli_equals_trainer_eval_on_a_real_tiny_run(tmp_path):
+    """Train 6 steps with bigs.pretrain (eval at 3 and 6), then the CLI on checkpoint-3 and final/
+    gives the trainer's own eval numbers; bigs.plots on the real run reports the same final eval."""
+    from bigs import plots
+
+    data = _shards(tmp_path / "shards", splits=("train", "test"))
+    run = tmp_path / "run"
+    flags = dict(output_dir=run, dataset_path=data, max_seq_length=13, max_predictions_per_seq=3,
+                 per_device_train_batch_size=4, per_device_eval_batch_size=4, n_layers=2, hidden_size=32,
+                 intermediate_size=48, num_total_train_steps=6, warmup_steps=2, logging_steps=1, save_steps=3,
+                 eval_steps=3, learning_rate=3e-3, seed=7, save_total_limit=0)
+    r = subprocess.run([sys.executable, "-m", "bigs.pretrain", *[f"--{k}={v}" for k, v in flags.items()]],
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    trainer = {e["step"]: e for e in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+               if e["kind"] == "eval"}
+    assert sorted(trainer) == [3, 6]
+    for ckpt, step in ((run / "checkpoint-3", 3), (run / "final", 6)):
+        out = tmp_path / "eval" / f"{ckpt.name}.json"
+        main(["--model", str(ckpt), "--dataset_path", str(data), "-o", str(out), "--batch_size", "4"])
+        res = json.loads(out.read_text())
+        assert res["step"] == step
+        for k in ("eval_loss", "eval_accuracy", "eval_perplexity"):
+            assert res["metrics"][k] == pytest.approx(trainer[step][k], rel=1e-6), k
+        assert res["metrics"]["eval_tokens"] == trainer[step]["eval_tokens"] == 58
+
+    plots.main(["--runs", str(run), "-o", str(tmp_path / "plots"), "--eval", str(tmp_path / "eval" / "final.json")])
+    row = next(csv.DictReader(open(tmp_path / "plots" / "summary.csv")))
+    assert int(row["final_step"]) == 6 and float(row["eval_loss"]) == pytest.approx(trainer[6]["eval_loss"])
+    assert (tmp_path / "plots" / "train_loss.png").stat().st_size > 10_000
