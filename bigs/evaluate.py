@@ -226,8 +226,9 @@ def checkpoint_step(model_dir: Path) -> int | None:
     if m:
         return int(m.group(1))
     # final/ is written after the last step: the last step logged in the run's metrics.jsonl
-    metrics = model_dir.parent / "metrics.jsonl"
-    if model_dir.name == "final" and metrics.is_file():
+    # (the workflow copies it into final/; the trainer writes it beside final/)
+    metrics = next((p for p in (model_dir / "metrics.jsonl", model_dir.parent / "metrics.jsonl") if p.is_file()), None)
+    if model_dir.name == "final" and metrics is not None:
         steps = []
         for line in metrics.read_text().splitlines():
             with contextlib.suppress(ValueError, KeyError, TypeError):

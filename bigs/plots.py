@@ -281,6 +281,12 @@ def read_eval(path: str | Path) -> dict:
             **{k: m.get(k) for k in ("eval_loss", "eval_accuracy", "eval_perplexity", "eval_tokens")}}
 
 
+def run_name(run: Path) -> str:
+    """Default legend name: the run dir (results/pretrain/<run>), also for <run>/final/metrics.jsonl."""
+    d = run.parent if run.is_file() else run
+    return d.parent.name if d.name == "final" else d.name
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bigs.plots", description=__doc__.split("\n")[0])
     p.add_argument("--runs", nargs="+", required=True, help="pretraining output dirs with metrics.jsonl")
@@ -293,7 +299,7 @@ def main(argv=None) -> int:
     if not 0.0 <= args.smoothing < 1.0:
         raise fail("command line", "--smoothing", f"{args.smoothing} not in [0, 1)")
     runs = [Path(r) for r in args.runs]
-    names = args.names or [(r.parent.name if r.is_file() else r.name) for r in runs]
+    names = args.names or [run_name(r) for r in runs]
     if len(names) != len(runs):
         raise fail("command line", "--names", f"{len(names)} names for {len(runs)} runs — give one per run")
     if len(set(names)) != len(names):

@@ -208,6 +208,22 @@ def test_bad_model_dirs(ckpt, tmp_path):
         assert str(bad) in _expect_error(["--model", str(bad)] + common, match, out)
 
 
+def test_published_style_checkpoint_loads(ckpt, tmp_path):
+    """The PyTorch port's files carry a persistent `position_ids` buffer: ignored, weights equal."""
+    from safetensors.torch import load_file, save_file
+
+    from bigs.evaluate import load_model
+
+    d, _ = ckpt
+    pub = tmp_path / "BiGS_128"
+    shutil.copytree(d, pub)
+    sd = load_file(str(pub / "model.safetensors"))
+    sd["bigs.embeddings.position_ids"] = torch.arange(16)[None]
+    save_file(sd, str(pub / "model.safetensors"), metadata={"format": "pt"})
+    a, b = load_model(pub).state_dict(), load_model(d).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_bad_data_probes_and_tokenizer(ckpt, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     d, shards = ckpt
@@ -231,32 +247,33 @@ def test_bad_data_probes_and_tokenizer(ckpt, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_cli_equals_trainer_eval_on_a_real_tiny_run(tmp_path):
-    """Train 6 steps with bigs.pretrain (eval at 3 and 6), then the CLI on checkpoint-3 and final/
-    gives the trainer's own eval numbers; bigs.plots on the real run reports the same final eval."""
+    """Train 4 steps with bigs.pretrain (eval at 4), then the CLI on final/ gives the trainer's own
+    eval numbers and step; bigs.plots on the real run reports the same final eval."""
     from bigs import plots
 
     data = _shards(tmp_path / "shards", splits=("train", "test"))
     run = tmp_path / "run"
     flags = dict(output_dir=run, dataset_path=data, max_seq_length=13, max_predictions_per_seq=3,
                  per_device_train_batch_size=4, per_device_eval_batch_size=4, n_layers=2, hidden_size=32,
-                 intermediate_size=48, num_total_train_steps=6, warmup_steps=2, logging_steps=1, save_steps=3,
-                 eval_steps=3, learning_rate=3e-3, seed=7, save_total_limit=0)
+                 intermediate_size=48, num_total_train_steps=4, warmup_steps=2, logging_steps=1, save_steps=4,
+                 eval_steps=4, learning_rate=3e-3, seed=7)
     r = subprocess.run([sys.executable, "-m", "bigs.pretrain", *[f"--{k}={v}" for k, v in flags.items()]],
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
-    trainer = {e["step"]: e for e in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
-               if e["kind"] == "eval"}
-    assert sorted(trainer) == [3, 6]
-    for ckpt, step in ((run / "checkpoint-3", 3), (run / "final", 6)):
-        out = tmp_path / "eval" / f"{ckpt.name}.json"
-        main(["--model", str(ckpt), "--dataset_path", str(data), "-o", str(out), "--batch_size", "4"])
-        res = json.loads(out.read_text())
-        assert res["step"] == step
-        for k in ("eval_loss", "eval_accuracy", "eval_perplexity"):
-            assert res["metrics"][k] == pytest.approx(trainer[step][k], rel=1e-6), k
-        assert res["metrics"]["eval_tokens"] == trainer[step]["eval_tokens"] == 58
+    evals = [e for e in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if e["kind"] == "eval"]
+    assert [e["step"] for e in evals] == [4]
+    probes = tmp_path / "probes.txt"
+    probes.write_text("Paris is the [MASK] of France.\n")
+    out = tmp_path / "eval" / "final.json"
+    main(["--model", str(run / "final"), "--dataset_path", str(data), "-o", str(out), "--batch_size", "4",
+          "--probes", str(probes)])
+    res = json.loads(out.read_text())
+    assert res["step"] == 4  # final/ has no trainer_state.json: the run's last logged step
+    for k in ("eval_loss", "eval_accuracy", "eval_perplexity"):
+        assert res["metrics"][k] == pytest.approx(evals[0][k], rel=1e-6), k
+    assert res["metrics"]["eval_tokens"] == evals[0]["eval_tokens"] == 58
 
-    plots.main(["--runs", str(run), "-o", str(tmp_path / "plots"), "--eval", str(tmp_path / "eval" / "final.json")])
+    plots.main(["--runs", str(run), "-o", str(tmp_path / "plots"), "--eval", str(out)])
     row = next(csv.DictReader(open(tmp_path / "plots" / "summary.csv")))
-    assert int(row["final_step"]) == 6 and float(row["eval_loss"]) == pytest.approx(trainer[6]["eval_loss"])
+    assert int(row["final_step"]) == 4 and float(row["eval_loss"]) == pytest.approx(evals[0]["eval_loss"])
     assert (tmp_path / "plots" / "train_loss.png").stat().st_size > 10_000

@@ -96,6 +96,11 @@ def test_default_names_and_eval_json(tmp_path):
     out = tmp_path / "p"
     main(["--runs", str(a), "-o", str(out), "--eval", str(ev)])
     assert _read_csv(out / "summary.csv")[0]["run"] == "run-a"
+    # the workflow passes <run>/final/metrics.jsonl: still named after the run
+    (a / "final").mkdir()
+    (a / "final" / "metrics.jsonl").write_text((a / "metrics.jsonl").read_text())
+    main(["--runs", str(a / "final" / "metrics.jsonl"), "-o", str(out)])
+    assert _read_csv(out / "summary.csv")[0]["run"] == "run-a"
     assert float(_read_csv(out / "eval_summary.csv")[0]["eval_accuracy"]) == 0.5
 
 
