@@ -108,7 +108,7 @@ def _check_shapes(path, shapes: dict[str, tuple]) -> tuple[int, int, int]:
             raise fail(path, name, f"shape {shapes[name]} differs from input_ids {(n, seq_len)}")
     for name in PRED_FIELDS:
         if shapes[name] != (n, preds):
-            raise fail(path, name, f"shape {shapes[name]} differs from masked_lm_positions {(n, preds)}")
+            raise fail(path, name, f"shape {shapes[name]}, expected {(n, preds)} (N from input_ids)")
     if preds >= seq_len:
         raise fail(path, "masked_lm_positions", f"P={preds} must be < L={seq_len}")
     return n, seq_len, preds
@@ -210,6 +210,7 @@ def _make_shard_dataset():
         def __getitem__(self, i: int) -> dict:
             return {k: v[i] for k, v in self.tensors.items()}
 
+    ShardDataset.__module__, ShardDataset.__qualname__ = __name__, "ShardDataset"
     return ShardDataset
 
 
@@ -227,7 +228,7 @@ def __getattr__(name):
 
 def shard_number(name: str) -> int:
     """k in `train_shard_{k}.hdf5` (any trailing number); -1 if none. Used for natural sort."""
-    m = re.search(r"(\d+)\D*$", Path(name).name)
+    m = re.search(r"(\d+)\D*$", Path(name.rsplit("/", 1)[-1]).stem)
     return int(m.group(1)) if m else -1
 
 

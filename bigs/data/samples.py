@@ -138,7 +138,7 @@ def load_vocab(model_name: str = "bert-large-uncased", vocab_file=None, do_lower
 
         hf = AutoTokenizer.from_pretrained(model_name)
     except Exception as exc:  # OSError offline / unknown repo; ValueError for odd configs
-        raise fail(model_name, "--model_name", f"cannot load tokenizer ({type(exc).__name__}: {str(exc)[:200]}) — "
+        raise fail(model_name, "--model_name", f"cannot load tokenizer ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}) — "
                    "offline? pass --vocab_file, or use bert-large-uncased (bundled)") from None
     if not getattr(hf, "is_fast", False) or hf.mask_token_id is None:
         raise fail(model_name, "--model_name", "needs a fast tokenizer with a mask token")
