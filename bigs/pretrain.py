@@ -319,6 +319,11 @@ def optimizer_state_cpu(optimizer) -> dict:
 def load_checkpoint(ckpt: Path, model, optimizer) -> dict:
     """Restore model and optimizer from `ckpt` (safetensors; weights_only); return the trainer state."""
     state = json.loads((ckpt / "trainer_state.json").read_text())
+    saved_cfg = json.loads((ckpt / "config.json").read_text())
+    for key in ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size", "num_ssm"):
+        if key in saved_cfg and saved_cfg[key] != getattr(model.config, key, saved_cfg[key]):
+            raise BigsError(f"{ckpt}: config.json: {key} is {saved_cfg[key]!r} but this run builds "
+                            f"{getattr(model.config, key)!r}; use the same model flags, or another --output_dir")
     saved = type(model).from_pretrained(ckpt)  # converts published key names, re-ties the decoder
     model.load_state_dict(saved.state_dict())
     optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"))
@@ -381,7 +386,11 @@ def build_model(args, device_kind: str):
                      hidden_dropout_prob=args.hidden_dropout_prob, max_position_embeddings=args.max_seq_length,
                      num_ssm=args.num_ssm, ssm_init=args.ssm_init,
                      conv_impl="toeplitz" if device_kind == "xla" else "auto")  # [xla] FFT has no lowering
-    return BiGSForMaskedLM(cfg)
+    model = BiGSForMaskedLM(cfg)
+    for name, prm in model.named_parameters():  # the pooler (kept for the published layout) gets no MLM gradient
+        if ".pooler." in name:
+            prm.requires_grad_(False)  # [ddp] would wait forever for its gradient
+    return model
 
 
 # ----------------------------------------------------------------------------- main
@@ -447,6 +456,11 @@ def main(argv=None, index: int = 0) -> int:
                 if d.exists():
                     d.rename(aside / d.name)
             print(f"--overwrite_output_dir: moved {len(ckpts)} old checkpoint(s) and metrics to {aside}")
+    if resume_from is None and master and out.exists():  # nothing resumable: clear a previous attempt's leftovers
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+    if master and out.exists():  # checkpoint writes cut short by a kill: never loaded, now removed
+        for tmp in out.glob(".tmp-checkpoint-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
     if resume_from is not None and args.overwrite_output_dir and master:
         print(f"resuming from {resume_from} (--overwrite_output_dir never deletes a resumable run; "
               "use --resume never to start over)")

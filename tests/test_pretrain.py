@@ -1,0 +1,295 @@
+"""bigs.pretrain: schedule, flags, golden losses, exact resume, preemption, DDP, faults.
+
+Runs the real CLI in subprocesses on a tiny BiGS (H 32, 2 layers) over small synthetic shards
+whose tokens are arithmetic progressions (learnable from both neighbours).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bigs.data.format import write_shard
+from bigs.errors import BigsError
+from bigs.pretrain import lr_at, parse_args, param_groups
+
+GOLDEN = Path(__file__).parent / "golden" / "pretrain_tiny_losses.json"
+SEED_GPU_COMMAND = """--output_dir=BiGS_100k/ --dataset_path=PATH_OF_YOUR_TRAIN_CORPUS/ --model_type=s4-bert
+--max_seq_length=128 --weight_decay=0.05 --per_device_train_batch_size=131 --per_device_eval_batch_size=131
+--learning_rate=6e-4 --overwrite_output_dir --max_train_shards=3000 --adam_beta1=0.9 --adam_beta2=0.98
+--logging_steps=100 --save_steps=5000 --eval_steps=8000 --n_layers=23 --warmup_steps=2000
+--num_total_train_steps=100000 --hidden_dropout_prob=0.1 --hidden_size=1024 --intermediate_size=3072
+--schedule_type=cosine"""
+
+
+def make_shard(path, n, L=32, P=5, seed=0):
+    """n instances: [CLS] base, base+s, base+2s, ... [SEP], 3 masked positions, 0-padded."""
+    r = np.random.default_rng(seed)
+    ids, mask = np.zeros((n, L), np.int32), np.zeros((n, L), np.int8)
+    pos, mids = np.zeros((n, P), np.int32), np.zeros((n, P), np.int32)
+    for i in range(n):
+        ln = int(r.integers(12, L + 1))
+        toks = int(r.integers(2000, 2050)) + int(r.integers(1, 4)) * np.arange(ln - 2)
+        ids[i, 0], ids[i, 1 : ln - 1], ids[i, ln - 1] = 101, toks, 102
+        mask[i, :ln] = 1
+        p = np.sort(r.choice(np.arange(1, ln - 1), size=3, replace=False))
+        pos[i, :3], mids[i, :3] = p, ids[i, p]
+        ids[i, p] = 103
+    write_shard(path, input_ids=ids, input_mask=mask, segment_ids=np.zeros_like(mask),
+                masked_lm_positions=pos, masked_lm_ids=mids)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("shards")
+    for k in range(3):
+        make_shard(d / f"train_shard_{k}.hdf5", 40 + 7 * k, seed=k)
+    make_shard(d / "test_shard_0.hdf5", 30, seed=99)
+    return d
+
+
+def tiny_args(data, out, steps=30, **over) -> list[str]:
+    flags = dict(output_dir=out, dataset_path=data, max_seq_length=32, max_predictions_per_seq=5,
+                 per_device_train_batch_size=8, per_device_eval_batch_size=8, n_layers=2, hidden_size=32,
+                 intermediate_size=48, num_total_train_steps=steps, warmup_steps=5, logging_steps=1,
+                 save_steps=10, eval_steps=15, learning_rate=3e-3, hidden_dropout_prob=0.1, seed=7)
+    flags.update(over)
+    return [f"--{k}={v}" for k, v in flags.items()]
+
+
+def run_cli(args, env=None, check=True, launcher=()):
+    cmd = [*launcher] if launcher else [sys.executable, "-m", "bigs.pretrain"]
+    r = subprocess.run(cmd + args, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
+    if check and r.returncode != 0:
+        raise AssertionError(f"exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+def metrics(out, kind="train"):
+    return [json.loads(ln) for ln in (Path(out) / "metrics.jsonl").read_text().splitlines() if json.loads(ln)["kind"] == kind]
+
+
+def weights_hash(directory) -> str:
+    from safetensors.torch import load_file
+
+    sd = load_file(str(Path(directory) / "model.safetensors"))
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        h.update(k.encode())
+        h.update(sd[k].contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- pure helpers
+def test_lr_schedule_matches_closed_form():
+    a = parse_args(["--output_dir=o", "--dataset_path=d", "--learning_rate=1e-3", "--warmup_steps=100",
+                    "--num_total_train_steps=1100"])
+    assert lr_at(0, a) == 0.0
+    assert lr_at(50, a) == pytest.approx(5e-4)
+    assert lr_at(100, a) == pytest.approx(1e-3)  # cosine at t = 0
+    assert lr_at(600, a) == pytest.approx(1e-3 * (0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)) + 0.1))  # = 5.5e-4
+    assert lr_at(1100, a) == pytest.approx(1e-4)  # alpha * lr at the end
+    a.schedule_type = "linear"
+    assert lr_at(600, a) == pytest.approx(5e-4) and lr_at(1100, a) == 0.0
+    a.schedule_type = "constant"
+    assert lr_at(600, a) == pytest.approx(1e-3) and lr_at(10, a) == pytest.approx(1e-4)
+
+
+def test_seed_command_parses_with_original_meaning():
+    a = parse_args(shlex.split(SEED_GPU_COMMAND))
+    assert (a.model_type, a.max_seq_length, a.per_device_train_batch_size, a.n_layers) == ("s4-bert", 128, 131, 23)
+    assert (a.learning_rate, a.weight_decay, a.adam_beta2, a.adam_epsilon) == (6e-4, 0.05, 0.98, 1e-6)
+    assert (a.warmup_steps, a.num_total_train_steps, a.schedule_type, a.cosine_schedule_alpha) == (2000, 100000, "cosine", 0.1)
+    assert a.overwrite_output_dir and a.precision == "fp32" and a.max_grad_norm == 0.0 and a.resume == "auto"
+
+
+@pytest.mark.parametrize("flag", ["--save_steps=0", "--eval_steps=0", "--per_device_train_batch_size=0", "--num_total_train_steps=-5"])
+def test_zero_or_negative_steps_rejected(flag, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--output_dir=o", "--dataset_path=d", flag])
+    assert flag.split("=")[0] in capsys.readouterr().err
+
+
+def test_predictions_must_fit_sequence():
+    with pytest.raises(BigsError, match="--max_predictions_per_seq"):
+        parse_args(["--output_dir=o", "--dataset_path=d", "--max_seq_length=16", "--max_predictions_per_seq=20"])
+
+
+def test_no_decay_on_biases_and_layernorm():
+    from bigs.model import BiGSConfig, BiGSForMaskedLM
+
+    m = BiGSForMaskedLM(BiGSConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1, intermediate_size=37))
+    groups = param_groups(m, 0.05, verbose=False)
+    decayed = {id(p) for g in groups if g["weight_decay"] == 0.05 for p in g["params"]}
+    for name, p in m.named_parameters():
+        assert (id(p) in decayed) == (not (name.endswith("bias") or "LayerNorm" in name or p.ndim < 2)), name
+
+
+# ----------------------------------------------------------------------------- runs
+def test_tiny_run_loss_falls_and_matches_golden(shards, tmp_path):
+    out = tmp_path / "run"
+    r = run_cli(tiny_args(shards, out, hidden_dropout_prob=0.0))
+    assert "global batch 8" in r.stdout and "token positions per step" in r.stdout
+    train = metrics(out)
+    losses = [m["loss"] for m in train]
+    assert len(losses) == 30 and all(math.isfinite(x) for x in losses)
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 1.0, losses
+    assert {"step", "tokens_seen", "wall_time", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "mfu"} <= train[0].keys()
+    evals = metrics(out, "eval")
+    assert [e["step"] for e in evals] == [15, 30] and evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+    assert (out / "final" / "model.safetensors").is_file() and (out / "final" / "vocab.txt").is_file()
+    if os.environ.get("BIGS_REGEN_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps({"torch": torch.__version__, "losses": losses[:10]}, indent=1) + "\n")
+    golden = json.loads(GOLDEN.read_text())
+    np.testing.assert_allclose(losses[:10], golden["losses"], rtol=1e-4, atol=1e-4)
+
+
+def test_kill9_at_random_step_then_resume_is_bit_identical(shards, tmp_path):
+    ref = tmp_path / "ref"
+    run_cli(tiny_args(shards, ref, steps=40))
+    out = tmp_path / "killed"
+    kill_at = random.Random().randint(12, 35)
+    proc = subprocess.Popen([sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=40)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        m = out / "metrics.jsonl"
+        if m.exists() and any(json.loads(ln)["step"] >= kill_at for ln in m.read_text().splitlines() if ln.strip()):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"run ended before the kill at step {kill_at}"
+    assert not (out / "final").exists()
+    r = run_cli(tiny_args(shards, out, steps=40))
+    assert "resumed from" in r.stdout
+    assert weights_hash(out / "final") == weights_hash(ref / "final")
+    steps = [m["step"] for m in metrics(out)]
+    assert steps == sorted(set(steps)) and steps[-1] == 40  # no duplicated log lines after resume
+
+
+def test_sigterm_checkpoints_and_exits_3_then_resumes(shards, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=2000, save_steps=1000)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and len(metrics(out)) >= 3):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stdout
+    ckpts = sorted(out.glob("checkpoint-*"))
+    assert len(ckpts) == 1 and "stopped by SIGTERM" in stdout
+    state = json.loads((ckpts[0] / "trainer_state.json").read_text())
+    assert state["step"] == int(ckpts[0].name.split("-")[1]) >= 3
+    r = run_cli(tiny_args(shards, out, steps=state["step"] + 5, save_steps=1000))
+    assert f"resumed from {ckpts[0]}" in r.stdout and (out / "final").is_dir()
+
+
+def test_sigusr1_is_preemption_too(shards, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=2000, save_steps=1000)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "metrics.jsonl").exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGUSR1)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3 and "stopped by SIGUSR1" in stdout
+
+
+def test_kill9_during_checkpoint_write_keeps_previous(shards, tmp_path):
+    out = tmp_path / "run"
+    env = {"BIGS_FAULT_CHECKPOINT_DELAY": "30"}
+    proc = subprocess.Popen([sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=40)],
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # first checkpoint (step 10) sleeps 30 s before its rename: kill it there
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob(".tmp-checkpoint-10*")):
+        time.sleep(0.02)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(out.glob(".tmp-checkpoint-10*")) and not (out / "checkpoint-10").exists()
+    r = run_cli(tiny_args(shards, out, steps=40))
+    assert "resumed from" not in r.stdout  # the half-written checkpoint is never loaded
+    ref = tmp_path / "ref"
+    run_cli(tiny_args(shards, ref, steps=40))
+    assert weights_hash(out / "final") == weights_hash(ref / "final")
+
+
+def test_nan_loss_stops_with_step_and_last_good_checkpoint(shards, tmp_path):
+    out = tmp_path / "run"
+    r = run_cli(tiny_args(shards, out, steps=40), env={"BIGS_FAULT_NAN_AT_STEP": "14"}, check=False)
+    assert r.returncode == 4
+    assert "non-finite loss" in r.stderr and "at step 15" in r.stderr and "checkpoint-10" in r.stderr
+    assert weights_hash(out / "checkpoint-10") and not (out / "checkpoint-20").exists()
+    assert all(math.isfinite(v) for v in __import__("safetensors.torch").torch.load_file(
+        str(out / "checkpoint-10" / "model.safetensors"))["cls.predictions.bias"].tolist())
+
+
+def test_existing_run_is_never_destroyed_silently(shards, tmp_path):
+    out = tmp_path / "run"
+    run_cli(tiny_args(shards, out, steps=10))
+    r = run_cli(tiny_args(shards, out, steps=10) + ["--resume=never"], check=False)
+    assert r.returncode == 2 and "--overwrite_output_dir" in r.stderr and "checkpoint-10" in r.stderr
+    r = run_cli(tiny_args(shards, out, steps=10) + ["--resume=never", "--overwrite_output_dir"])
+    aside = list(out.glob("previous-*"))
+    assert len(aside) == 1 and (aside[0] / "checkpoint-10").is_dir() and "moved 1 old checkpoint" in r.stdout
+    # --overwrite_output_dir with the default --resume auto continues, and says so
+    r = run_cli(tiny_args(shards, out, steps=12) + ["--overwrite_output_dir"])
+    assert "never deletes a resumable run" in r.stdout
+
+
+def test_missing_shards_fail_fast_with_the_command_to_run(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = run_cli(tiny_args(tmp_path / "empty", tmp_path / "out"), check=False)
+    assert r.returncode == 2 and "no train shards" in r.stderr and "bigs.data.samples" in r.stderr
+
+
+def test_checkpoint_of_another_size_is_refused(shards, tmp_path):
+    out = tmp_path / "run"
+    run_cli(tiny_args(shards, out, steps=10))
+    r = run_cli(tiny_args(shards, out, steps=12, hidden_size=48), check=False)
+    assert r.returncode == 2 and "checkpoint-10" in r.stderr and "hidden_size" in r.stderr
+
+
+def test_ddp_two_gloo_processes_equal_one_process(shards, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    common = dict(steps=12, hidden_dropout_prob=0.0, eval_steps=12)
+    run_cli(tiny_args(shards, one, **common))
+    run_cli(tiny_args(shards, two, per_device_train_batch_size=4, **common), env={"OMP_NUM_THREADS": "1"},
+            launcher=(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "bigs.pretrain"))
+    l1, l2 = [m["loss"] for m in metrics(one)], [m["loss"] for m in metrics(two)]
+    np.testing.assert_allclose(l2, l1, rtol=0, atol=1e-5)
+    e1, e2 = metrics(one, "eval")[-1], metrics(two, "eval")[-1]
+    assert e1["eval_tokens"] == e2["eval_tokens"] and abs(e1["eval_loss"] - e2["eval_loss"]) < 1e-5
+
+
+def test_gradient_accumulation_equals_big_batch(shards, tmp_path):
+    one, acc = tmp_path / "one", tmp_path / "acc"
+    run_cli(tiny_args(shards, one, steps=8, hidden_dropout_prob=0.0))
+    run_cli(tiny_args(shards, acc, steps=8, hidden_dropout_prob=0.0, per_device_train_batch_size=4, gradient_accumulation_steps=2))
+    np.testing.assert_allclose([m["loss"] for m in metrics(acc)], [m["loss"] for m in metrics(one)], atol=1e-5)
+
+
+def test_bert_baseline_trains_on_the_same_data(shards, tmp_path):
+    out = tmp_path / "bert"
+    run_cli(tiny_args(shards, out, steps=10, model_type="bert", eval_steps=10))
+    cfg = json.loads((out / "final" / "config.json").read_text())
+    assert cfg["model_type"] == "bert" and cfg["hidden_size"] == 32
+    assert metrics(out, "eval")[-1]["eval_tokens"] > 0
