@@ -176,12 +176,18 @@ def sample_files():
 
 
 def sample_source(wildcards):
-    """tokens of the text shard that hdf5 shard k is a masked copy of; and the copy number."""
+    """hdf5 shard k of a split -> its text shard (name, index i, count n) and dup copy j."""
     prefix, n = sample_split(wildcards.split)
     k = int(wildcards.k)
     i, j = k % n, k // n
     assert output_index(i, j, n) == k
-    return prefix, i, j
+    return {"textshard": f"{prefix}{i}", "shard_index": i, "num_shards": n, "copy": j}
+
+
+def sample_tokens(wildcards):
+    """The token file that hdf5 shard k is a masked copy of."""
+    textshard = sample_source(wildcards)["textshard"]
+    return f"results/tokens/{config['corpus']['name']}/{textshard}.npz"
 
 
 def dataset_inputs():

@@ -16,7 +16,8 @@ rule fetch_prebuilt:
     params:
         source=config["corpus"]["prebuilt"]["url"],
     shell:
-        "python -m bigs.data.fetch --source {params.source:q} --output {output:q} > {log:q} 2>&1"
+        "python -m bigs.data.fetch --source {params.source:q} --output {output:q}"
+        " --n_threads {threads} > {log:q} 2>&1"
 
 
 rule process_corpus:
@@ -90,9 +91,7 @@ rule tokenize_shard:
 # One job per (text shard x dup copy): hdf5 shard k = output_index(shard, copy, num_shards).
 rule mask_shard:
     input:
-        lambda wildcards: "results/tokens/{}/{}{}.npz".format(
-            config["corpus"]["name"], *sample_source(wildcards)[:2]
-        ),
+        sample_tokens,
     output:
         "results/samples/{dataset}/{split}_shard_{k}.hdf5",
     log:
@@ -104,7 +103,9 @@ rule mask_shard:
         mem_mb=4000,
         runtime=120,
     params:
-        copy_index=lambda wildcards: sample_source(wildcards)[2],
+        copy_index=lambda wildcards: sample_source(wildcards)["copy"],
+        shard_index=lambda wildcards: sample_source(wildcards)["shard_index"],
+        num_shards=lambda wildcards: sample_source(wildcards)["num_shards"],
         seed=config["samples"]["seed"],
         masked_lm_prob=config["samples"]["masked_lm_prob"],
         max_seq_length=config["samples"]["max_seq_length"],
@@ -114,7 +115,8 @@ rule mask_shard:
             "--whole_word_mask" if config["samples"]["whole_word_mask"] else ""
         ),
     shell:
-        "python -m bigs.data.samples mask --tokens {input:q} --copy {params.copy_index} --output {output:q}"
+        "python -m bigs.data.samples mask --tokens {input:q} --output {output:q}"
+        " --copy {params.copy_index} --shard_index {params.shard_index} --num_shards {params.num_shards}"
         " --seed {params.seed} --masked_lm_prob {params.masked_lm_prob}"
         " --max_seq_length {params.max_seq_length}"
         " --max_predictions_per_seq {params.max_predictions_per_seq}"
