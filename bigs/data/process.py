@@ -25,7 +25,7 @@ import tempfile
 import unicodedata
 from pathlib import Path
 
-from bigs.errors import BigsError, atomic_path, cli_main, fail
+from bigs.errors import atomic_path, cli_main, fail
 
 log = logging.getLogger("bigs.data.process")
 TYPES = ("wiki", "bookcorpus", "text")
@@ -177,7 +177,10 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.n_processes < 1:
         raise fail(args.f, "--n_processes", "must be >= 1")
-    print(process(args.f, args.o, args.type, args.n_processes))
+    from bigs.data.storage import io_errors
+
+    with io_errors("-o"):
+        print(process(args.f, args.o, args.type, args.n_processes))
 
 
 if __name__ == "__main__":

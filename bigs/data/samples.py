@@ -40,6 +40,7 @@ positions ascending, 0-padded.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import io
 import json
@@ -54,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bigs.errors import BigsError, atomic_path, cli_main, fail
+from bigs.errors import atomic_path, cli_main, fail
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # parallelism = --n_processes, one thread each
 
@@ -102,6 +103,7 @@ class Vocab:
     continuation: np.ndarray  # (size,) bool: WordPiece "##" pieces (whole-word masking)
 
 
+@functools.lru_cache(maxsize=8)  # one load per process, not per text shard
 def load_vocab(model_name: str = "bert-large-uncased", vocab_file=None, do_lower_case: bool = True) -> Vocab:
     """WordPiece from a vocab file (bundled for bert-{base,large}-uncased), else a transformers
     tokenizer by name or path (needs the hub unless cached). Asserts the vocab size (REFERENCE §4)."""
@@ -485,7 +487,7 @@ def _add_mask_args(p, max_seq_length_default=512):
     p.add_argument("--whole_word_mask", action="store_true")
 
 
-def main(argv=None):
+def _main(argv=None):
     import sys
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -544,6 +546,13 @@ def main(argv=None):
                       a.max_seq_length, a.model_name, a.max_predictions_per_seq, a.n_processes, a.short_seq_prob,
                       a.whole_word_mask, a.overwrite):
         print(w)
+
+
+def main(argv=None):
+    from bigs.data.storage import io_errors
+
+    with io_errors("--output/-o"):
+        return _main(argv)
 
 
 if __name__ == "__main__":
