@@ -223,7 +223,8 @@ def tokenize_file(path, vocab: Vocab, batch_lines: int = 8192) -> Tokens:
 def save_tokens(tokens: Tokens, out) -> Path:
     meta = {k: v for k, v in tokens.meta.items() if not k.startswith("_")}
     buf = io.BytesIO()
-    np.savez(buf, ids=tokens.ids, sent_offsets=tokens.sent_offsets, doc_offsets=tokens.doc_offsets,
+    ids = tokens.ids.astype(np.uint16) if tokens.meta["vocab_size"] <= 1 << 16 else tokens.ids  # half the disk
+    np.savez(buf, ids=ids, sent_offsets=tokens.sent_offsets, doc_offsets=tokens.doc_offsets,
              continuation=tokens.meta["_continuation"], meta=np.array(json.dumps(meta)))
     with atomic_path(out, suffix=".npz") as tmp:
         tmp.write_bytes(buf.getvalue())
@@ -235,7 +236,7 @@ def load_tokens(path) -> Tokens:
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            t = Tokens(z["ids"], z["sent_offsets"], z["doc_offsets"], {**meta, "_continuation": z["continuation"]})
+            t = Tokens(z["ids"].astype(np.int32), z["sent_offsets"], z["doc_offsets"], {**meta, "_continuation": z["continuation"]})
     except FileNotFoundError:
         raise fail(path, "--tokens", "no such file — make it with python -m bigs.data.samples tokenize") from None
     except (OSError, ValueError, KeyError) as exc:
