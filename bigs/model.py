@@ -71,9 +71,11 @@ from transformers import (
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPooling, MaskedLMOutput, SequenceClassifierOutput
 
-# Toeplitz GEMM for L <= this, rfft/irfft above. Measured with benchmarks/bench_model.py
-# (CPU, fp32, H 1024, B 8, fwd+bwd of both directions' convolutions); see the numbers there.
-AUTO_TOEPLITZ_MAX_LEN = 512
+# Toeplitz GEMM for L <= this, rfft/irfft above. Measured with `benchmarks/bench_model.py --only
+# sweep --threads 1` (CPU AMD EPYC, 1 thread, fp32, B 8 x H 256, fwd+bwd of a causal + an anti-causal
+# conv), fft/toeplitz time: L 64 9.7x, 128 3.8x, 256 2.6x, 512 1.7x, 1024 1.25x, 2048 0.86x.
+# Not yet measured on GPU (no GPU session so far); the Toeplitz GEMM is also the XLA path.
+AUTO_TOEPLITZ_MAX_LEN = 1024
 
 CONV_IMPLS = ("auto", "fft", "toeplitz", "direct")
 SSM_INITS = ("hippo", "lin", "inv")
@@ -385,7 +387,8 @@ class BiGSLayer(nn.Module):
 
     Computed without flips: flip(Z) W = flip(Z W), and flip(SSM_b(flip(u))) is the anti-causal
     convolution (conv reverse=True), so Ub' = gelu(Z Wub) = flip(Ub) feeds SSM_b(reverse=True) and
-    its output is already flip(SSM_b(Ub)). Wv, Wuf, Wub share the input Z: one fused GEMM.
+    its output is already flip(SSM_b(Ub)). Fusing Wv, Wuf, Wub (same input Z) into one GEMM was
+    measured on CPU at H 256 and 1024 (B 8, L 128, fwd+bwd of a layer): within 2 %, so not done.
     """
 
     def __init__(self, config):
@@ -405,10 +408,9 @@ class BiGSLayer(nn.Module):
 
     def mix(self, z: torch.Tensor) -> torch.Tensor:
         """The gated bidirectional SSM block f(Z), z (L, B, H) -> (L, B, H)."""
-        H, I = self.du_forward.out_features, self.dv.out_features
-        W = torch.cat([self.dv.weight, self.du_forward.weight, self.du_backward.weight])  # (I+2H H)
-        bias = torch.cat([self.dv.bias, self.du_forward.bias, self.du_backward.bias])  # (I+2H,)
-        v, u_f, u_b = F.gelu(F.linear(z, W, bias)).split([I, H, H], dim=-1)  # (L B I), (L B H) x2
+        v = F.gelu(self.dv(z))  # (L B I)
+        u_f = F.gelu(self.du_forward(z))  # (L B H)
+        u_b = F.gelu(self.du_backward(z))  # (L B H) = flip(Ub): flip(Z) W = flip(Z W)
         y_f = self.fs4(u_f)  # (L B H) causal: y_f[t] sees z[<=t]
         y_b = self.bs4(u_b, reverse=True)  # (L B H) anti-causal: y_b[t] sees z[>=t]
         g = self.duc_forward(y_f) * self.duc_backward(y_b)  # (L B H) gate; both already in order
@@ -602,7 +604,8 @@ class BiGSModel(BiGSPreTrainedModel):
         **kwargs,
     ):
         """attention_mask is used by the pooler only (the original encoder ignores it)."""
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         x = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B L H)
         h, states = self.encoder(x, output_hidden_states)  # (B L H)
@@ -673,7 +676,8 @@ class BiGSForMaskedLM(BiGSPreTrainedModel):
             logits = self.cls(h)  # (B L V)
         loss = None
         if labels is not None:  # fp32 loss, mean over labels != -100
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+            flat = logits.reshape(-1, logits.shape[-1]).float()  # (rows V)
+            loss = F.cross_entropy(flat, labels.reshape(-1), ignore_index=-100)
         if not return_dict:
             rest = (logits,) + ((out.hidden_states,) if out.hidden_states is not None else ())
             return ((loss,) + rest) if loss is not None else rest
