@@ -178,6 +178,7 @@ def test_layer_branches_causal_and_layer_sees_both_sides():
 
 @pytest.mark.parametrize("scaling", ["hippo", "lin", "inv"])
 def test_inits_give_documented_A(scaling):
+    assert tiny_config(ssm_init=scaling).scaling == scaling == tiny_config(scaling=scaling).ssm_init  # alias
     model = BiGSModel(tiny_config(num_ssm=16, scaling=scaling))
     k = model.encoder.layer[1].bs4.kernel
     n = np.arange(16)
