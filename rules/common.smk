@@ -67,6 +67,11 @@ def validate_config(config, schema):
             )
     for run in config["runs"]:
         s = run_settings(run["name"])
+        if s["warmup_steps"] > s["num_total_train_steps"]:
+            raise WorkflowError(
+                f"Invalid config: runs[{run['name']}]: warmup_steps ({s['warmup_steps']}) must be "
+                f"<= num_total_train_steps ({s['num_total_train_steps']})"
+            )
         if s["max_predictions_per_seq"] >= s["max_seq_length"]:
             raise WorkflowError(
                 f"Invalid config: runs[{run['name']}]: max_predictions_per_seq "

@@ -1,0 +1,314 @@
+"""The Snakemake workflow (issue 5): config validation, dry runs of every preset, the seed's
+flags in the paper presets, the embedded default end to end (trimmed), and reruns.
+
+Fast tests use `snakemake -n` on a copy of the workflow in a temp dir; the end-to-end test
+(marked slow, ~2-4 min on 2 cores) runs the bundled Wikipedia sample through every stage with a
+tiny model, then checks which jobs a changed setting reruns.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = ["Snakefile", "rules", "schemas", "scripts", "envs", "presets", "profiles", "config.yaml", "data"]
+
+# The trimmed embedded default: same stages, fewer shards, a 20-step tiny model.
+TINY = {
+    "shards": {"num_train_shards": 2, "num_test_shards": 1},
+    "samples": {"dup_factor": 2},
+    "pretrain": {
+        "n_layers": 1, "hidden_size": 32, "intermediate_size": 48, "num_ssm": 8,
+        "per_device_train_batch_size": 8, "per_device_eval_batch_size": 16,
+        "num_total_train_steps": 20, "warmup_steps": 5, "logging_steps": 5, "eval_steps": 10,
+        "save_steps": 10, "eval_batches": 4,
+    },
+    "evaluate": {"max_batches": 4, "batch_size": 16},
+}  # fmt: skip
+
+# ../shared/seed/pretrain.md, GPU command (the TPU command has the same flags).
+SEED_COMMAND = """python pretrain.py --output_dir=BiGS_100k/ --dataset_path=PATH_OF_YOUR_TRAIN_CORPUS/
+--model_type=s4-bert --max_seq_length=128 --weight_decay=0.05 --per_device_train_batch_size=131
+--per_device_eval_batch_size=131 --learning_rate=6e-4 --overwrite_output_dir --max_train_shards=3000
+--adam_beta1=0.9 --adam_beta2=0.98 --logging_steps=100 --save_steps=5000 --eval_steps=8000 --n_layers=23
+--warmup_steps=2000 --num_total_train_steps=100000 --hidden_dropout_prob=0.1 --hidden_size=1024
+--intermediate_size=3072 --schedule_type=cosine"""
+
+
+def copy_workflow(dest: Path) -> Path:
+    """The workflow's own files in a fresh dir (results/, logs/, .snakemake/ stay out)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, dirs_exist_ok=True)
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def write_yaml(path: Path, data) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def smk(wf: Path, *args, check=True, timeout=900):
+    """Run snakemake in `wf`; returns the CompletedProcess (stdout+stderr in .stdout)."""
+    cmd = [sys.executable, "-m", "snakemake", *args]
+    p = subprocess.run(cmd, cwd=wf, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    if check:
+        assert p.returncode == 0, f"{shlex.join(cmd[2:])} failed:\n{p.stdout[-6000:]}"
+    return p
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a (dry) run: rule -> count."""
+    counts = {}
+    table = output.split("Job stats:")[-1] if "Job stats:" in output else ""
+    for line in table.splitlines()[3:]:
+        m = re.fullmatch(r"\s*(\w+)\s+(\d+)\s*", line)
+        if not m:
+            break
+        counts[m.group(1)] = int(m.group(2))
+    counts.pop("total", None)
+    return counts
+
+
+def shell_commands(output: str, marker: str) -> list[list[str]]:
+    """Argument lists of the printed shell commands (`-p`) that contain `marker`."""
+    cmds = []
+    for line in output.splitlines():
+        if line.startswith("Shell command:") and marker in line:
+            cmd = line.split("Shell command:", 1)[1].split(" > ")[0]
+            cmds.append(shlex.split(cmd))
+    return cmds
+
+
+@pytest.fixture(scope="module")
+def wf(tmp_path_factory):
+    return copy_workflow(tmp_path_factory.mktemp("wf"))
+
+
+# ---------------------------------------------------------------------------------- dry runs
+PRESETS = sorted(p.stem for p in (ROOT / "presets").glob("*.yaml"))
+
+
+def test_presets_exist():
+    assert {"paper-gpu-100k", "paper-tpu-100k", "prebuilt-corpus", "compare"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", [None, *PRESETS])
+def test_dry_run_pretrain(wf, preset):
+    extra = ["--configfile", f"presets/{preset}.yaml"] if preset else []
+    counts = job_counts(smk(wf, "-n", "pretrain", *extra).stdout)
+    n_runs = 2 if preset == "compare" else 1
+    assert counts["train_run"] == n_runs and counts["evaluate_run"] == n_runs and counts["plot_runs"] == 1
+    if preset in (None, "compare"):  # the embedded sample: every data stage
+        assert counts["process_corpus"] == 1 and counts["shard_corpus"] == 1
+        assert counts["tokenize_shard"] == 4 + 1 and counts["mask_shard"] == (4 + 1) * 2
+    elif preset == "paper-tpu-100k":  # streamed from gs://: no download, no data jobs
+        assert set(counts) == {"train_run", "evaluate_run", "plot_runs", "pretrain"}
+    else:  # the prebuilt corpus is downloaded once
+        assert counts["fetch_prebuilt"] == 1 and "mask_shard" not in counts
+
+
+@pytest.mark.parametrize("target", ["corpus", "shards", "samples", "inspect", "evaluate", "plots", "all"])
+def test_named_targets(wf, target):
+    counts = job_counts(smk(wf, "-n", target).stdout)
+    assert counts[target] == 1
+    assert ("train_run" in counts) == (target in ("evaluate", "plots", "all"))
+
+
+def test_mask_jobs_number_shards_like_bigs_samples(wf):
+    """k of {split}_shard_{k}.hdf5 = bigs.data.samples.output_index(shard, copy, num_shards)."""
+    from bigs.data.samples import output_index
+
+    cmds = shell_commands(smk(wf, "-n", "-p", "samples").stdout, "bigs.data.samples mask")
+    assert len(cmds) == 10
+    seen = set()
+    for cmd in cmds:
+        flags = dict(zip(cmd[4::2], cmd[5::2]))
+        k = int(re.search(r"_shard_(\d+)\.hdf5$", flags["--output"]).group(1))
+        assert output_index(int(flags["--shard_index"]), int(flags["--copy"]), int(flags["--num_shards"])) == k
+        split = "training" if "/train_shard_" in flags["--output"] else "test"
+        assert Path(flags["--tokens"]).name == f"{split}{flags['--shard_index']}.npz"
+        seen.add(flags["--output"])
+    assert len(seen) == 10
+
+
+@pytest.mark.parametrize("preset", ["paper-gpu-100k", "paper-tpu-100k"])
+def test_paper_preset_runs_the_seed_command(wf, preset):
+    """bigs.pretrain parses the generated flags to exactly the seed command's settings."""
+    from bigs.pretrain import parse_args
+
+    out = smk(wf, "-n", "-p", "pretrain", "--configfile", f"presets/{preset}.yaml").stdout
+    (cmd,) = shell_commands(out, "scripts/pretrain.sh")
+    generated = parse_args(cmd[6:])  # --resume is added by scripts/pretrain.sh
+    seed = parse_args(SEED_COMMAND.split()[2:])
+    differ = {k: (v, getattr(generated, k)) for k, v in vars(seed).items()
+              if k not in ("output_dir", "dataset_path", "device") and getattr(generated, k) != v}
+    assert not differ, f"{preset}: flags differ from the seed command (seed, generated): {differ}"
+    assert generated.output_dir.endswith("BiGS_100k")
+    if preset == "paper-tpu-100k":
+        assert generated.device == "xla" and generated.dataset_path.startswith("gs://")
+    else:
+        assert generated.device == "cuda" and generated.dataset_path == "resources/prebuilt/bigs-prebuilt"
+    for token in SEED_COMMAND.split()[2:]:  # and literally: each seed flag appears with its value
+        key, _, value = token.partition("=")
+        if key not in ("--output_dir", "--dataset_path"):
+            match = [c for c in cmd if c.split("=")[0] == key]
+            assert match, f"{key} missing"
+            if value:
+                assert float(match[0].split("=")[1]) == float(value) if re.match(r"[\d.e-]+$", value) else match[0] == token
+
+
+def test_gpu_resource_launches_torchrun(wf):
+    out = smk(wf, "-n", "-p", "pretrain", "--set-resources", "train_run:gpu=4").stdout
+    (cmd,) = shell_commands(out, "scripts/pretrain.sh")
+    assert cmd[4] == "4"  # NGPUS argument of scripts/pretrain.sh
+    assert "torchrun --standalone --nproc_per_node=\"$ngpus\" -m bigs.pretrain" in (ROOT / "scripts" / "pretrain.sh").read_text()
+
+
+# ---------------------------------------------------------------------------------- bad config
+BAD = [
+    ({"pretrain": {"hidden_sise": 64}}, "unknown key pretrain.hidden_sise"),
+    ({"bogus": 1}, "unknown key bogus"),
+    ({"runs": [{"name": "x", "lr": 1}]}, "unknown key runs[0].lr"),
+    ({"pretrain": {"learning_rate": "fast"}}, "pretrain.learning_rate: 'fast' is not of type 'number'"),
+    ({"pretrain": {"learning_rate": "6e-4"}}, "pretrain.learning_rate"),  # YAML 1.1 reads this as a string
+    ({"pretrain": {"save_steps": 0}}, "pretrain.save_steps: 0 is less than the minimum of 1"),
+    ({"pretrain": {"eval_steps": 0}}, "pretrain.eval_steps: 0 is less than the minimum of 1"),
+    ({"pretrain": {"num_total_train_steps": -5}}, "pretrain.num_total_train_steps: -5 is less than"),
+    ({"pretrain": {"per_device_train_batch_size": 0}}, "pretrain.per_device_train_batch_size: 0 is less than"),
+    ({"runs": [{"name": "b", "per_device_eval_batch_size": 0}]}, "runs[0].per_device_eval_batch_size"),
+    ({"pretrain": {"warmup_steps": 5000}}, "warmup_steps"),
+    ({"pretrain": {"max_seq_length": 100000}}, "pretrain.max_seq_length: 100000 is greater than the maximum"),
+    ({"pretrain": {"max_seq_length": 512}}, "pretrain.max_seq_length = 512 differs from samples.max_seq_length"),
+    ({"samples": {"masked_lm_prob": 1.5}}, "samples.masked_lm_prob"),
+    ({"shards": {"num_train_shards": 0}}, "shards.num_train_shards"),
+    ({"corpus": {"source": "ftp"}}, "corpus.source"),
+    ({"runs": []}, "runs"),
+    ({"runs": [{"name": "a"}, {"name": "a"}]}, "duplicate run name"),
+    ({"corpus": {"prebuilt": {"stream": True}, "source": "prebuilt"}}, "corpus.prebuilt.stream"),
+]
+
+
+@pytest.mark.parametrize("overlay,message", BAD, ids=[m for _, m in BAD])
+def test_bad_config_fails_before_any_job(wf, overlay, message):
+    write_yaml(wf / "bad.yaml", overlay)
+    p = smk(wf, "-n", "pretrain", "--configfile", "bad.yaml", check=False)
+    assert p.returncode != 0
+    assert "Invalid config" in p.stdout and message in p.stdout, p.stdout[-3000:]
+    assert "Job stats" not in p.stdout and "rule " not in p.stdout
+
+
+METACHAR = [
+    {"runs": [{"name": "x; touch PWNED"}]},
+    {"runs": [{"name": "$(touch PWNED)"}]},
+    {"corpus": {"name": "a`touch PWNED`"}},
+    {"corpus": {"raw": {"path": "data/x.bz2; touch PWNED"}}},
+    {"corpus": {"raw": {"path": "-f"}}},
+    {"samples": {"vocab_file": "v.txt && touch PWNED"}},
+    {"evaluate": {"probes": "p.txt|touch PWNED"}},
+    {"corpus": {"source": "prebuilt", "prebuilt": {"url": "gs://b/p$(touch PWNED)"}}},
+]
+
+
+@pytest.mark.parametrize("overlay", METACHAR, ids=lambda o: json.dumps(o))
+def test_shell_metacharacters_are_rejected(wf, overlay):
+    write_yaml(wf / "evil.yaml", overlay)
+    p = smk(wf, "--cores", "1", "pretrain", "--configfile", "evil.yaml", check=False)
+    assert p.returncode != 0 and "Invalid config" in p.stdout and "is not allowed" in p.stdout, p.stdout[-2000:]
+    assert not (wf / "PWNED").exists()
+
+
+def test_allowed_odd_characters_reach_the_shell_quoted(wf):
+    """Characters the schema allows but a shell treats specially (= , @ % + ? &) stay literal."""
+    url = "https://example.org/c?a=1&b=2,x@y%z+w"
+    write_yaml(wf / "odd.yaml", {"corpus": {"source": "prebuilt", "prebuilt": {"url": url}}})
+    out = smk(wf, "-n", "-p", "corpus", "--configfile", "odd.yaml").stdout
+    (cmd,) = shell_commands(out, "bigs.data.fetch")
+    assert cmd[cmd.index("--source") + 1] == url
+
+
+# ---------------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The embedded default, trimmed (TINY), for real: every stage on the bundled sample."""
+    wf = copy_workflow(tmp_path_factory.mktemp("e2e"))
+    write_yaml(wf / "tiny.yaml", {**TINY, "runs": [{"name": "bigs-tiny"}]})
+    out = smk(wf, "--cores", "2", "all", "--configfile", "tiny.yaml").stdout
+    return wf, out
+
+
+@pytest.mark.slow
+def test_embedded_default_end_to_end(tiny_run):
+    wf, out = tiny_run
+    r = wf / "results"
+    assert len(list((r / "shards" / "enwiki-sample").glob("*.txt"))) == 3
+    assert sorted(p.name for p in (r / "samples" / "enwiki-sample-L128").glob("*.hdf5")) == [
+        "test_shard_0.hdf5", "test_shard_1.hdf5",
+        "train_shard_0.hdf5", "train_shard_1.hdf5", "train_shard_2.hdf5", "train_shard_3.hdf5",
+    ]  # fmt: skip
+    final = r / "pretrain" / "bigs-tiny" / "final"
+    assert (final / "model.safetensors").stat().st_size > 0 and (final / "config.json").is_file()
+    lines = [json.loads(x) for x in (final / "metrics.jsonl").read_text().splitlines()]
+    assert max(x["step"] for x in lines if x["kind"] == "train") == 20
+    assert any(x["kind"] == "eval" for x in lines)
+    ev = json.loads((r / "evaluate" / "bigs-tiny.json").read_text())
+    assert json.dumps(ev).count("accuracy") >= 1
+    assert (r / "evaluate" / "bigs-tiny.md").is_file()
+    for png in ("train_loss", "learning_rate", "eval_vs_step", "eval_vs_tokens", "throughput"):
+        assert (r / "plots" / f"{png}.png").stat().st_size > 0
+    assert "bigs-tiny" in (r / "plots" / "summary.md").read_text()
+    stats = json.loads((r / "inspect" / "enwiki-sample-L128.json").read_text())
+    assert stats
+    for rule in ("process_corpus", "shard_corpus", "tokenize_shard", "mask_shard", "train_run"):
+        assert any((wf / "logs" / rule).rglob("*.log")), f"no log for {rule}"
+
+
+@pytest.mark.slow
+def test_up_to_date_after_the_run(tiny_run):
+    wf, _ = tiny_run
+    out = smk(wf, "-n", "all", "--configfile", "tiny.yaml").stdout
+    assert "Nothing to be done" in out, out[-2000:]
+
+
+RERUNS = [
+    # changed setting -> the rules that must rerun (and nothing else)
+    ({"samples": {"masked_lm_prob": 0.2}}, {"mask_shard", "inspect_dataset", "train_run", "evaluate_run", "plot_runs"}),
+    ({"samples": {"vocab_file": "bigs/data/vocab/bert-large-uncased-vocab.txt"}},
+     {"tokenize_shard", "mask_shard", "inspect_dataset", "train_run", "evaluate_run", "plot_runs"}),
+    ({"shards": {"frac_test": 0.2}},
+     {"shard_corpus", "tokenize_shard", "mask_shard", "inspect_dataset", "train_run", "evaluate_run", "plot_runs"}),
+    ({"pretrain": {"logging_steps": 10}}, {"train_run", "evaluate_run", "plot_runs"}),
+    ({"pretrain": {"learning_rate": 1.0e-3}}, {"train_run", "evaluate_run", "plot_runs"}),
+    ({"evaluate": {"batch_size": 8}}, {"evaluate_run", "plot_runs"}),
+]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change,expected", RERUNS, ids=[json.dumps(c) for c, _ in RERUNS])
+def test_changed_setting_reruns_only_affected_jobs(tiny_run, change, expected):
+    wf, _ = tiny_run
+    merged = json.loads(json.dumps(TINY))
+    for section, values in change.items():
+        merged.setdefault(section, {}).update(values)
+    merged["runs"] = [{"name": "bigs-tiny"}]
+    write_yaml(wf / "changed.yaml", merged)
+    counts = job_counts(smk(wf, "-n", "all", "--configfile", "changed.yaml").stdout)
+    counts.pop("all", None)
+    assert set(counts) == expected, counts
+    if "mask_shard" in expected:
+        assert counts["mask_shard"] == 6  # every copy of every shard, but process_corpus never
+    changes = smk(wf, "--list-changes", "params", "--configfile", "changed.yaml").stdout
+    assert "results/corpus/" not in changes
