@@ -32,7 +32,7 @@ DEFAULT_PROBES = Path(__file__).parent / "probes.txt"
 # Hub names whose vocab is the bundled one (REFERENCE.md §3): usable offline without a download.
 BUNDLED_NAMES = {"bert-large-uncased", "bert-base-uncased", "google-bert/bert-large-uncased",
                  "google-bert/bert-base-uncased"}
-BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "masked_positions")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,17 +59,19 @@ def evaluate_mlm(model, batches, device, max_batches=None, autocast_dtype=None) 
                 labels = batch["labels"]
                 with autocast:
                     logits = model(**batch).logits
-                mask = labels != -100  # (B, L)
-                if logits.dim() == 3:  # (B, L, V) -> (n, V), same row-major order as the masked head
-                    logits = logits[mask]
-                target = labels[mask]  # (n,)
+                if logits.dim() == 3:  # (B, L, V) or fixed-shape (B, P, V): every slot, -100 ignored
+                    logits, target = logits.flatten(0, 1), labels.flatten()  # (B*L, V), (B*L,)
+                else:  # masked head: (n, V) in row-major order of labels != -100
+                    target = labels[labels != -100]  # (n,)
                 if logits.shape[0] != target.shape[0]:
                     raise BigsError(f"evaluate_mlm: logits: {tuple(logits.shape)} rows for {target.shape[0]} "
                                     "labelled tokens — the model's masked-head contract is broken")
+                # No boolean indexing on the full layouts: shapes stay static (one XLA graph).
+                valid = target != -100
                 logits = logits.float()  # CE in fp32 even under autocast
-                ce = F.cross_entropy(logits, target, reduction="sum")
-                correct = (logits.argmax(-1) == target).sum()
-                sums.append(torch.stack([ce, correct.float(), torch.tensor(float(target.numel()), device=device)]))
+                ce = F.cross_entropy(logits, target, ignore_index=-100, reduction="sum")
+                correct = ((logits.argmax(-1) == target) & valid).sum()
+                sums.append(torch.stack([ce, correct.float(), valid.sum().float()]))
     finally:
         model.train(was_training)
     if not sums:

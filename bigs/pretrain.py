@@ -146,7 +146,7 @@ def lr_at(step: int, args) -> float:
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, verbose: bool = True) -> list[dict]:
-    """AdamW groups: no decay on biases and LayerNorm weights (REFERENCE.md §1).
+    """AdamW groups: no decay on biases and LayerNorm weights, decay on the rest (REFERENCE.md §1).
 
     A parameter may carry its own settings in `param._optim` (e.g. {"weight_decay": 0.0,
     "lr_multiplier": 0.1} on the SSM parameters, set where the model creates them; bigs/model.py).
@@ -156,7 +156,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float, verbose: bool = Tr
     for name, prm in model.named_parameters():
         if not prm.requires_grad:
             continue
-        no_decay = prm.ndim < 2 or "LayerNorm" in name or "layernorm" in name.lower() or name.endswith(".bias")
+        no_decay = name.endswith("bias") or "LayerNorm" in name  # SSM A/log_step/D decay, as the original
         opt = hints.get(name, {})
         wd = opt.get("weight_decay", 0.0 if no_decay else weight_decay)
         mult = opt.get("lr_multiplier", 1.0)
@@ -541,7 +541,7 @@ def main(argv=None, index: int = 0) -> int:
     def run_eval() -> dict:
         from bigs.evaluate import evaluate_mlm
 
-        res = evaluate_mlm(model, eval_batches(test_shards, args, rank, world, cache_dir), device,
+        res = evaluate_mlm(model, eval_batches(test_shards, args, rank, world, cache_dir, fixed_shape), device,
                            max_batches=args.eval_batches or None,
                            autocast_dtype=torch.bfloat16 if args.precision == "bf16" else None)
         if world > 1 and device_kind != "xla":  # [ddp] token-weighted sums over ranks
@@ -675,6 +675,7 @@ def main(argv=None, index: int = 0) -> int:
             cpu_sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             model.save_pretrained(tmp, state_dict=cpu_sd, safe_serialization=True)
             save_tokenizer(tmp)
+            (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "tokens_seen": tokens_seen}))
         print(f"done: {step} steps, {tokens_seen:,} token positions; model in {out / 'final'}")
         metrics_f.close()
         if tb is not None:
@@ -684,7 +685,7 @@ def main(argv=None, index: int = 0) -> int:
     return 0
 
 
-def eval_batches(test_shards, args, rank, world, cache_dir):
+def eval_batches(test_shards, args, rank, world, cache_dir, fixed_shape=False):
     """Test batches, sequential; each rank takes every world-th batch. [xla] drop_last keeps shapes fixed."""
     from torch.utils.data import DataLoader
 
@@ -698,10 +699,14 @@ def eval_batches(test_shards, args, rank, world, cache_dir):
 
             local = fetch_to_cache(path, cache_dir / "test")
         loader = DataLoader(ShardDataset(local), batch_size=args.per_device_eval_batch_size, shuffle=False,
-                            drop_last=args.device == "xla")
+                            drop_last=fixed_shape)
         for batch in loader:
             if i % world == rank:
-                yield {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
+                out = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
+                if fixed_shape:  # [xla] labels (B, P) at masked_positions: no data-dependent shapes
+                    pos = batch["masked_lm_positions"]
+                    out["masked_positions"], out["labels"] = pos, torch.where(pos != 0, batch["masked_lm_ids"], -100)
+                yield out
             i += 1
 
 
