@@ -405,6 +405,7 @@ def main(argv=None, index: int = 0) -> int:
     if device_kind == "xla":  # [xla]
         import torch_xla
         import torch_xla.core.xla_model as xm
+        import torch_xla.distributed.parallel_loader as pl
         import torch_xla.runtime as xr
 
         device, rank, world = torch_xla.device(), xr.global_ordinal(), xr.world_size()
@@ -471,6 +472,8 @@ def main(argv=None, index: int = 0) -> int:
     random.seed(args.seed)
     np.random.seed(args.seed)
     model = build_model(args, device_kind).to(device)
+    if device_kind == "xla":  # [xla] moving to the device re-creates parameters: tie the decoder again
+        model.tie_weights()
     if getattr(model.config, "max_position_embeddings", args.max_seq_length) < args.max_seq_length:
         raise BigsError(f"--max_seq_length: {args.max_seq_length} exceeds the model's max_position_embeddings")
     groups = param_groups(model, args.weight_decay, verbose=master)
@@ -500,8 +503,6 @@ def main(argv=None, index: int = 0) -> int:
     stream = TrainStream(train_shards, args.per_device_train_batch_size, rank, world, args.seed, cache_dir, position, fixed_shape)
     batches = iter(stream)
     if device_kind == "xla":  # [xla] host->device copies in the background, fixed shapes
-        import torch_xla.distributed.parallel_loader as pl
-
         batches = iter(pl.MpDeviceLoader(stream, device))
 
     # --- start-up summary
@@ -541,7 +542,10 @@ def main(argv=None, index: int = 0) -> int:
     def run_eval() -> dict:
         from bigs.evaluate import evaluate_mlm
 
-        res = evaluate_mlm(model, eval_batches(test_shards, args, rank, world, cache_dir, fixed_shape), device,
+        batches = eval_batches(test_shards, args, rank, world, cache_dir, fixed_shape)
+        if device_kind == "xla":  # [xla] one graph per batch (the loader marks the step)
+            batches = pl.MpDeviceLoader(batches, device)
+        res = evaluate_mlm(model, batches, device,
                            max_batches=args.eval_batches or None,
                            autocast_dtype=torch.bfloat16 if args.precision == "bf16" else None)
         if world > 1 and device_kind != "xla":  # [ddp] token-weighted sums over ranks
@@ -553,6 +557,8 @@ def main(argv=None, index: int = 0) -> int:
         return res
 
     def checkpoint(at_step: int) -> Path:
+        if device_kind == "xla":  # [xla] run the pending graph once, so each .cpu() below is a plain copy
+            torch_xla.sync()
         state = {"step": at_step, "tokens_seen": tokens_seen, "data_position": list(stream.position()),
                  "world_size": world, "args": vars(args)}
         return save_checkpoint(out, at_step, model, optimizer, state, rank, world, args.save_total_limit)
@@ -670,6 +676,8 @@ def main(argv=None, index: int = 0) -> int:
     # --- the end: final checkpoint (resumable) and final/ (model only, for evaluation and sharing)
     if not complete_checkpoints(out) or complete_checkpoints(out)[-1].name != f"checkpoint-{step}":
         checkpoint(step)
+    if device_kind == "xla":  # [xla]
+        torch_xla.sync()
     if master:
         with atomic_dir(out / "final") as tmp:
             cpu_sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
