@@ -26,6 +26,7 @@ def atomic_path(final: str | os.PathLike, suffix: str = ""):
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{final.name}.", suffix=suffix, dir=final.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600
     try:
         yield Path(tmp)
         os.replace(tmp, final)
@@ -41,6 +42,7 @@ def atomic_dir(final: str | os.PathLike):
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}.", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; the result should look like mkdir's
     try:
         yield tmp
         if final.exists():
@@ -53,6 +55,12 @@ def atomic_dir(final: str | os.PathLike):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def cli_main(main) -> None:

@@ -688,6 +688,7 @@ def main(argv=None, index: int = 0) -> int:
         metrics_f.close()
         if tb is not None:
             tb.close()
+    shutil.rmtree(cache_dir, ignore_errors=True)  # staged gs:// shards
     if world > 1 and device_kind != "xla":  # [ddp]
         dist.destroy_process_group()
     return 0
@@ -702,10 +703,12 @@ def eval_batches(test_shards, args, rank, world, cache_dir, fixed_shape=False):
     i = 0
     for path in test_shards:
         local = path
-        if str(path).startswith("gs://"):
+        if str(path).startswith("gs://"):  # test shards stay cached for the run (removed at the end)
             from bigs.data.storage import fetch_to_cache
 
-            local = fetch_to_cache(path, cache_dir / "test")
+            local = cache_dir / "test" / path.rsplit("/", 1)[-1]
+            if not local.exists():
+                local = fetch_to_cache(path, cache_dir / "test")
         loader = DataLoader(ShardDataset(local), batch_size=args.per_device_eval_batch_size, shuffle=False,
                             drop_last=fixed_shape)
         for batch in loader:

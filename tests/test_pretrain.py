@@ -294,3 +294,17 @@ def test_bert_baseline_trains_on_the_same_data(shards, tmp_path):
     cfg = json.loads((out / "final" / "config.json").read_text())
     assert cfg["model_type"] == "bert" and cfg["hidden_size"] == 32
     assert metrics(out, "eval")[-1]["eval_tokens"] > 0
+
+
+def test_gcs_streaming_trains_like_local(shards, tmp_path, gcs_bucket):
+    from bigs.data import storage
+
+    gcs_bucket("corpus")
+    for f in sorted(shards.iterdir()):
+        storage.upload(f, f"gs://corpus/hdf5/{f.name}")
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    run_cli(tiny_args(shards, local, steps=12, eval_steps=6))
+    run_cli(tiny_args("gs://corpus/hdf5", remote, steps=12, eval_steps=6))
+    assert [m["loss"] for m in metrics(remote)] == [m["loss"] for m in metrics(local)]
+    assert metrics(remote, "eval")[-1]["eval_loss"] == metrics(local, "eval")[-1]["eval_loss"]
+    assert not (remote / ".shard-cache" / "rank0").exists()  # staged shards are deleted

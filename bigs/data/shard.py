@@ -155,7 +155,6 @@ def shard(txt_dir, out, num_train: int, num_test: int, frac_test: float, seed: i
     ensure_punkt()  # fail early (and write the punkt_tab files once, before workers start)
     env = {k: os.environ[k] for k in ("NLTK_DATA", "BIGS_CACHE") if k in os.environ}
     with atomic_dir(out) as tmp:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
         spill = tmp / ".spill.txt"
         counts = []
         ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
