@@ -282,7 +282,7 @@ def complete_checkpoints(output_dir) -> list[Path]:
 
 def save_checkpoint(output_dir, step, model, optimizer, state: dict, rank: int, world: int, keep: int) -> Path:
     """checkpoint-<step>/: model (published names, safetensors), optimizer, RNG, data position."""
-    from safetensors.torch import save_file
+    from safetensors import SafetensorError
 
     final = Path(output_dir) / f"checkpoint-{step}"
     js, ts = rng_state()
@@ -292,22 +292,36 @@ def save_checkpoint(output_dir, step, model, optimizer, state: dict, rank: int, 
     else:
         gathered = [(js, ts)]
     if rank == 0:
-        with atomic_dir(final) as tmp:
-            cpu_sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            model.save_pretrained(tmp, state_dict=cpu_sd, safe_serialization=True)
-            torch.save(optimizer_state_cpu(optimizer), tmp / "optimizer.pt")
-            for r, (_, t) in enumerate(gathered):
-                save_file({k: v.contiguous() for k, v in t.items()}, str(tmp / f"rng-rank{r}.safetensors"))
-            state = {**state, "rng": [j for j, _ in gathered]}
-            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
-            if os.environ.get("BIGS_FAULT_CHECKPOINT_DELAY"):  # fault injection for tests: a slow write
-                time.sleep(float(os.environ["BIGS_FAULT_CHECKPOINT_DELAY"]))
+        try:
+            _write_checkpoint(final, model, optimizer, state, gathered)
+        except (OSError, RuntimeError, SafetensorError) as exc:  # full disk, quota: the previous one stays intact
+            prev = complete_checkpoints(output_dir)
+            free = shutil.disk_usage(output_dir).free
+            raise BigsError(f"{final}: checkpoint: write failed ({getattr(exc, 'strerror', None) or exc}; "
+                            f"{free / 2**20:.1f} MiB free); nothing was written there and "
+                            f"{prev[-1] if prev else 'no earlier checkpoint'} is intact — free space "
+                            "(or lower --save_total_limit) and rerun to resume") from exc
         if keep > 0:
             for old in complete_checkpoints(output_dir)[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
     if world > 1:  # [ddp]
         dist.barrier()
     return final
+
+
+def _write_checkpoint(final: Path, model, optimizer, state: dict, gathered: list) -> None:
+    from safetensors.torch import save_file
+
+    with atomic_dir(final) as tmp:
+        cpu_sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        model.save_pretrained(tmp, state_dict=cpu_sd, safe_serialization=True)
+        torch.save(optimizer_state_cpu(optimizer), tmp / "optimizer.pt")
+        for r, (_, t) in enumerate(gathered):
+            save_file({k: v.contiguous() for k, v in t.items()}, str(tmp / f"rng-rank{r}.safetensors"))
+        state = {**state, "rng": [j for j, _ in gathered]}
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+        if os.environ.get("BIGS_FAULT_CHECKPOINT_DELAY"):  # fault injection for tests: a slow write
+            time.sleep(float(os.environ["BIGS_FAULT_CHECKPOINT_DELAY"]))
 
 
 def optimizer_state_cpu(optimizer) -> dict:
@@ -465,7 +479,12 @@ def main(argv=None, index: int = 0) -> int:
     if resume_from is not None and args.overwrite_output_dir and master:
         print(f"resuming from {resume_from} (--overwrite_output_dir never deletes a resumable run; "
               "use --resume never to start over)")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".write-test").touch()
+        (out / ".write-test").unlink()
+    except OSError as exc:
+        raise BigsError(f"{out}: --output_dir: not writable ({exc.strerror or exc})") from exc
 
     # --- model and optimizer
     torch.manual_seed(args.seed)  # same initial weights on every rank

@@ -308,3 +308,51 @@ def test_gcs_streaming_trains_like_local(shards, tmp_path, gcs_bucket):
     assert [m["loss"] for m in metrics(remote)] == [m["loss"] for m in metrics(local)]
     assert metrics(remote, "eval")[-1]["eval_loss"] == metrics(local, "eval")[-1]["eval_loss"]
     assert not (remote / ".shard-cache" / "rank0").exists()  # staged shards are deleted
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A size-limited tmpfs the test can fill (needs root and mount; skipped elsewhere)."""
+    mounts = []
+
+    def make(size: str, readonly: bool = False) -> Path:
+        d = tmp_path / f"fs{len(mounts)}"
+        d.mkdir()
+        opts = f"size={size}" + (",ro" if readonly else "")
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(d)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        mounts.append(d)
+        return d
+
+    yield make
+    for d in mounts:
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_full_disk_while_checkpointing_keeps_previous(shards, tmp_path, small_fs):
+    # one checkpoint of the tiny model is ≈12 MB (weights + two Adam moments): 20 MB holds one
+    fs = small_fs("20m")
+    out = fs / "run"
+    r = run_cli(tiny_args(shards, out, steps=30, save_total_limit=0), check=False)
+    assert r.returncode == 2, r.stderr
+    assert "checkpoint-20: checkpoint: write failed" in r.stderr and "checkpoint-10 is intact" in r.stderr
+    assert (out / "checkpoint-10" / "trainer_state.json").is_file()
+    assert not (out / "checkpoint-20").exists() and not list(out.glob(".tmp-*"))
+    weights_hash(out / "checkpoint-10")  # still readable
+
+
+def test_unwritable_output_dir(shards, small_fs):
+    ro = small_fs("1m", readonly=True)
+    r = run_cli(tiny_args(shards, ro / "run"), check=False)
+    assert r.returncode == 2 and "--output_dir: not writable" in r.stderr and str(ro / "run") in r.stderr
+
+
+def test_checkpoints_are_never_unpickled():
+    """Security: every torch.load in the package passes weights_only=True (issue 7)."""
+    import re
+
+    pkg = Path(__file__).parents[1] / "bigs"
+    for f in pkg.rglob("*.py"):
+        for call in re.findall(r"torch\.load\([^)]*\)", f.read_text()):
+            assert "weights_only=True" in call, f"{f}: {call}"
