@@ -70,8 +70,10 @@ JobAcctGatherType=jobacct_gather/none
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:1 State=UNKNOWN
 PartitionName=lane Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
-# A fake GPU: scheduling only (no device file), enough for `--gpus=1` to be granted.
-echo "NodeName=$HOST Name=gpu Count=1" > "$WORK/gres.conf"
+# A fake GPU for scheduling only: a plain file stands in for /dev/nvidia0 (task/none binds
+# nothing), enough for `--gpus=1` to be granted.
+touch "$WORK/fake-nvidia0"
+printf 'AutoDetect=off\nNodeName=%s Name=gpu File=%s\n' "$HOST" "$WORK/fake-nvidia0" > "$WORK/gres.conf"
 
 # ---- 3. daemons (by hand, no systemd); stopped by PID on any exit
 MUNGE_SOCK="$WORK/munge/munge.socket"
@@ -92,7 +94,7 @@ trap stop_daemons EXIT
 
 KEY="$WORK/munge/munge.key"  # a key of our own: /etc/munge is left alone
 dd if=/dev/urandom of="$KEY" bs=1 count=1024 status=none
-chmod 700 "$WORK/munge"
+chmod 755 "$WORK" "$WORK/munge"  # the socket must be reachable
 chmod 400 "$KEY"
 log "starting munged"
 munged --force --socket="$MUNGE_SOCK" --pid-file="$WORK/munge/munged.pid" \
@@ -109,8 +111,16 @@ for _ in $(seq 60); do
     [[ $state == idle ]] && break
     sleep 1
 done
-[[ $state == idle ]] || { log "node not idle (state '$state')"; tail -20 "$WORK"/logs/*.log; exit 1; }
+[[ $state == idle ]] || { log "node not idle (state '$state')"; tail -n 20 "$WORK"/logs/*.log; exit 1; }
 sinfo -N -o "%N %T %c %m %G"
+
+# snakemake-executor-plugin-slurm-jobstep drops every SLURM_* variable but a few before its
+# inner `srun`, SLURM_CONF included; on a real cluster slurm.conf sits at the default path.
+# Here a tiny srun shim on PATH puts our config back (nothing under /etc is touched).
+mkdir -p "$WORK/bin"
+printf '#!/bin/sh\nexport SLURM_CONF=%s\nexec %s "$@"\n' "$SLURM_CONF" "$(command -v srun)" > "$WORK/bin/srun"
+chmod +x "$WORK/bin/srun"
+export PATH="$WORK/bin:$PATH"
 
 # ---- 4. the workflow through the SLURM profile, and its checks (tests/test_slurm.py)
 log "running tests/test_slurm.py"
