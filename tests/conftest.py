@@ -21,6 +21,10 @@ from pathlib import Path
 
 import pytest
 
+# Offline before anything imports huggingface_hub/transformers (they read these at import time).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
 REPO = Path(__file__).resolve().parents[1]
 WIKI_SAMPLE = REPO / "data" / "enwiki-sample-106-articles.xml.bz2"
 SAMPLES_SETTINGS = {"num_train_shards": 4, "num_test_shards": 2, "frac_test": 0.1, "shard_seed": 1,
