@@ -200,9 +200,10 @@ class TrainStream:
     run's data is the same for any number of devices at the same global batch.
     """
 
-    def __init__(self, shards, per_device, rank, world, seed, cache_dir=None, position=None, fixed_shape=False):
+    def __init__(self, shards, per_device, rank, world, seed, cache_dir=None, position=None, fixed_shape=False,
+                 max_seq_length=None):
         self.shards, self.per_device, self.rank, self.world, self.seed = shards, per_device, rank, world, seed
-        self.fixed_shape = fixed_shape
+        self.fixed_shape, self.max_seq_length = fixed_shape, max_seq_length
         self.cache_dir = cache_dir
         self.epoch, self.shard_i, self.offset = position or (0, 0, 0)
         self.pool = ThreadPoolExecutor(max_workers=1)  # prefetches the next shard
@@ -221,7 +222,13 @@ class TrainStream:
 
         path = self.shards[self._order(epoch)[shard_i]]
         with local_copy(path, self.cache_dir) as local:  # gs://: download, read, delete (small TPU-VM disks)
-            return path, read_shard(local)
+            arrays = read_shard(local)
+        L = arrays["input_ids"].shape[1]
+        if self.max_seq_length is not None and L != self.max_seq_length:
+            raise BigsError(f"{path}: input_ids: sequences of length {L}, but --max_seq_length is "
+                            f"{self.max_seq_length} (the model's max_position_embeddings); train with "
+                            f"--max_seq_length {L} or rebuild the samples")
+        return path, arrays
 
     def _advance(self, epoch, shard_i):
         shard_i += 1
@@ -519,7 +526,8 @@ def main(argv=None, index: int = 0) -> int:
         train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=[device.index] if device_kind == "cuda" else None)
 
     fixed_shape = device_kind == "xla" and args.model_type == "s4-bert"  # [xla] no data-dependent shapes
-    stream = TrainStream(train_shards, args.per_device_train_batch_size, rank, world, args.seed, cache_dir, position, fixed_shape)
+    stream = TrainStream(train_shards, args.per_device_train_batch_size, rank, world, args.seed, cache_dir, position, fixed_shape,
+                         args.max_seq_length)
     batches = iter(stream)
     if device_kind == "xla":  # [xla] host->device copies in the background, fixed shapes
         batches = iter(pl.MpDeviceLoader(stream, device))

@@ -362,3 +362,9 @@ def test_checkpoints_are_never_unpickled():
     for f in pkg.rglob("*.py"):
         for call in re.findall(r"torch\.load\([^)]*\)", f.read_text()):
             assert "weights_only=True" in call, f"{f}: {call}"
+
+
+def test_shards_longer_than_the_model_are_refused(shards, tmp_path):
+    r = run_cli(tiny_args(shards, tmp_path / "run", max_seq_length=16), check=False)
+    assert r.returncode == 2 and "train_shard_" in r.stderr and "input_ids: sequences of length 32" in r.stderr
+    assert "--max_seq_length is 16" in r.stderr
