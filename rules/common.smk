@@ -40,7 +40,8 @@ def _describe(err):
 
 def validate_config(config, schema):
     """Schema check, then cross-key checks, all before any job runs; every message names the
-    key (issue 7). snakemake's validate() then fills the schema's defaults into `config`."""
+    key (issue 7). snakemake's validate() then fills the schema's defaults into `config`.
+    """
     import jsonschema
     import yaml
 
