@@ -310,3 +310,12 @@ def test_changed_setting_reruns_only_affected_jobs(tiny_run, change, expected):
     assert set(counts) == expected, counts
     if "mask_shard" in expected:
         assert counts["mask_shard"] == 6  # every copy of every shard, but process_corpus never
+
+
+# ---------------------------------------------------------------------------------- style
+def test_lint_and_snakefmt_clean(wf):
+    out = smk(wf, "--lint").stdout
+    assert "Lints for" not in out, out[-3000:]
+    files = ["Snakefile", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "rules").glob("*.smk"))]
+    p = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *files], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
