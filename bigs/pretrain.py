@@ -608,7 +608,7 @@ def main(argv=None, index: int = 0) -> int:
                    mininterval=1.0 if sys.stderr.isatty() else 30.0)
     train_model.train()
     t_log, loss_sum, loss_n, grad_norm = time.time(), 0.0, 0, float("nan")
-    t_start = time.time()
+    t_start, eta_told = time.time(), False
     while step < args.num_total_train_steps:
         lr = lr_at(step, args)
         for g in optimizer.param_groups:
@@ -672,6 +672,12 @@ def main(argv=None, index: int = 0) -> int:
                    "loss": loss_sum / max(loss_n, 1), "lr": lr, "grad_norm": float(grad_norm_t),
                    "tokens_per_s": tps, "samples_per_s": tps / args.max_seq_length,
                    "mfu": (tps * fpt / (peak * world)) if peak else None}
+            rec["eta_s"] = round((args.num_total_train_steps - step) * dt / n_steps, 1)
+            if master and not eta_told:  # the start-up summary's last line, once the speed is known
+                eta = rec["eta_s"]
+                human = f"{eta / 3600:.1f} h" if eta >= 3600 else (f"{eta / 60:.1f} min" if eta >= 60 else f"{eta:.0f} s")
+                print(f"\nestimated time to finish: {human} at {tps:,.0f} tokens/s")
+                eta_told = True
             if device_kind == "xla":  # [xla] compile count must stop growing after warm-up
                 import torch_xla.debug.metrics as met
 
