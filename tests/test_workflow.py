@@ -319,3 +319,30 @@ def test_lint_and_snakefmt_clean(wf):
     files = ["Snakefile", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "rules").glob("*.smk"))]
     p = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *files], cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-3000:]
+
+
+# ------------------------------------------------------- resume (real runs; keep these last)
+@pytest.mark.slow
+def test_rerun_with_same_settings_resumes_and_keeps_history(tiny_run):
+    """A failed/preempted/forced pretrain job continues from its last checkpoint."""
+    wf, _ = tiny_run
+    smk(wf, "--cores", "2", "pretrain", "--configfile", "tiny.yaml", "--forcerun", "train_run")
+    log = (wf / "logs" / "train_run" / "bigs-tiny.log").read_text()
+    assert "resume=auto" in log and "resumed from" in log, log[-2000:]
+    lines = [json.loads(x) for x in (wf / "results/pretrain/bigs-tiny/final/metrics.jsonl").read_text().splitlines()]
+    assert sorted({x["step"] for x in lines if x["kind"] == "train"}) == [5, 10, 15, 20]
+
+
+@pytest.mark.slow
+def test_changed_settings_start_over(tiny_run):
+    wf, _ = tiny_run
+    merged = json.loads(json.dumps(TINY))
+    merged["pretrain"]["learning_rate"] = 1.0e-3
+    merged["runs"] = [{"name": "bigs-tiny"}]
+    write_yaml(wf / "lr.yaml", merged)
+    smk(wf, "--cores", "2", "pretrain", "--configfile", "lr.yaml")
+    log = (wf / "logs" / "train_run" / "bigs-tiny.log").read_text()
+    assert "resume=never" in log and "resumed from" not in log, log[-2000:]
+    assert list((wf / "results/pretrain/bigs-tiny").glob("previous-*/checkpoint-20"))
+    lines = [json.loads(x) for x in (wf / "results/pretrain/bigs-tiny/final/metrics.jsonl").read_text().splitlines()]
+    assert [x["lr"] for x in lines if x["kind"] == "train"][0] < 1.0e-3 + 1e-12
