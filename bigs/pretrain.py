@@ -384,23 +384,26 @@ def peak_flops(device: torch.device, precision: str) -> float | None:
 
 
 def flops_per_token(model, args) -> float:
-    """Training FLOPs per token: 6 × matmul parameters + sequence mixing (conv or attention)."""
-    if hasattr(model, "flops_per_token"):  # BiGS: masked-only head at ≈15 % of positions
+    """Training FLOPs per token (fwd + bwd = 3 × fwd), both models with the head at ≈15 % of positions."""
+    if hasattr(model, "flops_per_token"):  # BiGS counts its own (bigs/model.py)
         return float(model.flops_per_token(args.max_seq_length, mlm_fraction=0.15))
-    n = sum(p.numel() for name, p in model.named_parameters() if "embeddings" not in name)
-    attn = 12 * args.n_layers * args.hidden_size * args.max_seq_length  # fwd+bwd QK^T and AV
-    return 6.0 * n + attn
+    H, I, L, V = args.hidden_size, args.intermediate_size, args.max_seq_length, model.config.vocab_size
+    layer = 2 * (4 * H * H + 2 * H * I) + 2 * 2 * L * H  # dense matmuls + QK^T and AV
+    head = 2 * (H * H + H * V) * 0.15
+    return 3.0 * (args.n_layers * layer + head)
 
 
 # ----------------------------------------------------------------------------- model
 def build_model(args, device_kind: str):
     if args.model_type == "bert":  # the paper's baseline, same data and sizes
-        from transformers import BertConfig, BertForMaskedLM
+        from transformers import BertConfig
+
+        from bigs.bert import BertForMaskedLMMaskedHead
 
         cfg = BertConfig(vocab_size=30522, hidden_size=args.hidden_size, num_hidden_layers=args.n_layers,
                          num_attention_heads=max(1, args.hidden_size // 64), intermediate_size=args.intermediate_size,
                          hidden_dropout_prob=args.hidden_dropout_prob, max_position_embeddings=max(512, args.max_seq_length))
-        return BertForMaskedLM(cfg)
+        return BertForMaskedLMMaskedHead(cfg)  # same head trick as BiGS: a fair speed comparison
     from bigs.model import BiGSConfig, BiGSForMaskedLM
 
     cfg = BiGSConfig(hidden_size=args.hidden_size, num_hidden_layers=args.n_layers, intermediate_size=args.intermediate_size,
@@ -525,7 +528,7 @@ def main(argv=None, index: int = 0) -> int:
     if world > 1 and device_kind != "xla":  # [ddp]
         train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=[device.index] if device_kind == "cuda" else None)
 
-    fixed_shape = device_kind == "xla" and args.model_type == "s4-bert"  # [xla] no data-dependent shapes
+    fixed_shape = device_kind == "xla"  # [xla] no data-dependent shapes
     stream = TrainStream(train_shards, args.per_device_train_batch_size, rank, world, args.seed, cache_dir, position, fixed_shape,
                          args.max_seq_length)
     batches = iter(stream)

@@ -368,3 +368,31 @@ def test_shards_longer_than_the_model_are_refused(shards, tmp_path):
     r = run_cli(tiny_args(shards, tmp_path / "run", max_seq_length=16), check=False)
     assert r.returncode == 2 and "train_shard_" in r.stderr and "input_ids: sequences of length 32" in r.stderr
     assert "--max_seq_length is 16" in r.stderr
+
+
+def test_bert_masked_head_equals_full_head():
+    """The baseline's masked-only head gives BertForMaskedLM's loss and gradients."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from bigs.bert import BertForMaskedLMMaskedHead
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    fast, full = BertForMaskedLMMaskedHead(cfg), BertForMaskedLM(cfg)
+    full.load_state_dict(fast.state_dict())
+    ids = torch.randint(5, 99, (3, 13))
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 5], labels[1, 7], labels[2, 12] = 7, 8, 9, 10
+    lf, lr = fast(input_ids=ids, labels=labels).loss, full(input_ids=ids, labels=labels).loss
+    lf.backward()
+    lr.backward()
+    torch.testing.assert_close(lf, lr)
+    grads = {n: p.grad for n, p in full.named_parameters() if p.grad is not None}
+    assert len(grads) > 20
+    for n, p in fast.named_parameters():
+        if n in grads:
+            torch.testing.assert_close(p.grad, grads[n], msg=n, atol=1e-6, rtol=1e-5)
+    pos = torch.tensor([[2, 0], [5, 7], [12, 0]])
+    fixed = fast(input_ids=ids, labels=torch.tensor([[7, -100], [8, 9], [10, -100]]), masked_positions=pos).loss
+    torch.testing.assert_close(fixed, lr)
