@@ -1,6 +1,6 @@
 """BiGS — bidirectional gated SSM encoder ("Pretraining Without Attention", Wang, Yan, Gu, Rush 2022).
 
-The math is REFERENCE.md §2 (shared/REFERENCE.md), written top to bottom in this file:
+The math is REFERENCE.md §2 (docs/REFERENCE.md), written top to bottom in this file:
 S4D kernel -> causal convolution (fft | toeplitz | direct reference) -> BiGS layer -> encoder ->
 heads -> Hugging Face classes. No I/O, logging, DDP or device logic here (STYLE.md §1).
 

@@ -1,6 +1,6 @@
 """BiGS masked-LM pretraining, one flat loop: `python -m bigs.pretrain --output_dir D --dataset_path P ...`.
 
-Takes the seed's command line as is (../shared/seed/pretrain.md; REFERENCE.md §1) with
+Takes the seed's command line as is (the original BiGS pre-training README, jxiw/BiGS) with
 `python -m bigs.pretrain` in place of `python pretrain.py`, plus device, precision, resume and
 logging flags. Runs on
   - CPU:   python -m bigs.pretrain ...            (several processes: torchrun, gloo)

@@ -1,4 +1,4 @@
-"""Tests of bigs/model.py against REFERENCE.md §2 (shared/REFERENCE.md). CPU, offline, < 60 s.
+"""Tests of bigs/model.py against REFERENCE.md §2 (docs/REFERENCE.md). CPU, offline, < 60 s.
 
 Run: pytest -q tests/test_model.py
 Odd tiny sizes on purpose (B 3, L 7/13, H 32, I 37, V 99) so that shape bugs cannot hide.

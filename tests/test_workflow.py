@@ -35,7 +35,7 @@ TINY = {
     "evaluate": {"max_batches": 4, "batch_size": 16},
 }  # fmt: skip
 
-# ../shared/seed/pretrain.md, GPU command (the TPU command has the same flags).
+# The original BiGS pre-training README (jxiw/BiGS), GPU command (the TPU command has the same flags).
 SEED_COMMAND = """python pretrain.py --output_dir=BiGS_100k/ --dataset_path=PATH_OF_YOUR_TRAIN_CORPUS/
 --model_type=s4-bert --max_seq_length=128 --weight_decay=0.05 --per_device_train_batch_size=131
 --per_device_eval_batch_size=131 --learning_rate=6e-4 --overwrite_output_dir --max_train_shards=3000
