@@ -5,6 +5,7 @@ import hashlib
 import os
 import json
 import shlex
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -272,12 +273,24 @@ def evaluate_args():
 # `--directory` elsewhere still finds it; an input, so editing it reruns pretraining.
 PRETRAIN_SH = str(Path(workflow.basedir) / "scripts" / "pretrain.sh")
 
+
 # Every job's shell starts with this: strict bash, and `bigs` imported from this checkout (also
 # inside the per-stage conda envs, which hold only third-party packages). The prefix is
 # str.format-ed per job, hence the doubled braces.
+def _interpreter_path():
+    """Without --sdm conda, jobs run the Python that runs Snakemake, so `.venv/bin/snakemake`
+    works without activating the venv (else `python` could be another interpreter)."""
+    from snakemake.settings.types import DeploymentMethod
+
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+        return ""
+    return f"export PATH={q(os.path.dirname(sys.executable))}:$PATH; "
+
+
 JOB_PREFIX = (
     "set -euo pipefail; "
     f"export PYTHONPATH={q(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    + _interpreter_path()
 )
 
 
