@@ -1,7 +1,7 @@
 """Training curves, run comparison and a summary table from `metrics.jsonl` (docs/DESIGN.md).
 
     python -m bigs.plots --runs results/pretrain/bigs results/pretrain/bert -o results/plots \
-        [--names BiGS BERT] [--eval results/evaluate/bigs.json ...] [--smoothing 0.9]
+        [--names BiGS BERT] [--eval results/evaluate/bigs.json ...] [--smoothing 0.9 (default: auto)]
 
 Writes into OUT_DIR: train_loss.png, learning_rate.png, eval_vs_step.png, eval_vs_tokens.png,
 throughput.png, plot_data.csv (every plotted point, long format: run, series, x_name, x, y),
@@ -101,10 +101,21 @@ def ema(values: list[float | None], smoothing: float) -> list[float | None]:
     return out
 
 
+def ema_label(smoothing: float | None) -> str:
+    return "auto" if smoothing is None else f"{smoothing:g}"
+
+
+def auto_smoothing(n_points: int) -> float:
+    """EMA factor whose lag, a/(1-a) points, is 2.5 % of the curve: the smoothed line follows a
+    40-point run (a = 0.5) as closely as a 4000-point one (a = 0.99) instead of trailing it."""
+    r = 0.025 * n_points
+    return min(r / (1.0 + r), 0.99)
+
+
 # ---------------------------------------------------------------------------------------------
 # data for the plots: one long table, so tests can check exactly what was drawn
 # ---------------------------------------------------------------------------------------------
-def plot_series(name: str, train: list[dict], evals: list[dict], smoothing: float) -> list[tuple]:
+def plot_series(name: str, train: list[dict], evals: list[dict], smoothing: float | None) -> list[tuple]:
     """(run, series, x_name, x, y) for every point that is plotted; None y values are dropped."""
     rows = []
 
@@ -112,6 +123,7 @@ def plot_series(name: str, train: list[dict], evals: list[dict], smoothing: floa
         rows.extend((name, series, x_name, x, y) for x, y in zip(xs, ys) if x is not None and y is not None)
 
     steps = [r["step"] for r in train]
+    smoothing = auto_smoothing(len(train)) if smoothing is None else smoothing
     add("train_loss", "step", steps, [r["loss"] for r in train])
     add("train_loss_ema", "step", steps, ema([r["loss"] for r in train], smoothing))
     add("lr", "step", steps, [r["lr"] for r in train])
@@ -179,7 +191,7 @@ def _finish(fig, axes, path: Path):
     plt.close(fig)
 
 
-def draw(rows: list[tuple], names: list[str], out_dir: Path, smoothing: float) -> list[Path]:
+def draw(rows: list[tuple], names: list[str], out_dir: Path, smoothing: float | None) -> list[Path]:
     colors = {n: f"C{i % 10}" for i, n in enumerate(names)}
     # a line style per run too, so identical curves (e.g. the same lr schedule) stay visible
     styles = {n: ("-", "--", ":", "-.")[i % 4] for i, n in enumerate(names)}
@@ -192,7 +204,7 @@ def draw(rows: list[tuple], names: list[str], out_dir: Path, smoothing: float) -
         ax.plot(*_pts(rows, n, "train_loss"), color=colors[n], alpha=0.25, lw=0.8)
         ax.plot(*_pts(rows, n, "train_loss_ema"), color=colors[n], ls=styles[n], lw=1.8, label=n)
     ax.set(xlabel="optimizer step", ylabel="masked-LM loss (nats / token)",
-           title=f"Training loss (faint: raw, line: EMA {smoothing:g})")
+           title=f"Training loss (faint: raw, line: EMA {ema_label(smoothing)})")
     _finish(fig, [ax], out_dir / "train_loss.png")
     written.append(out_dir / "train_loss.png")
 
@@ -231,7 +243,7 @@ def draw(rows: list[tuple], names: list[str], out_dir: Path, smoothing: float) -
         ax1.plot(*_pts(rows, n, "tokens_per_s_ema"), color=colors[n], ls=styles[n], lw=1.8, label=n)
         ax2.plot(*_pts(rows, n, "mfu"), color=colors[n], ls=styles[n], label=n)
     ax1.set(xlabel="optimizer step", ylabel="throughput (tokens / s)",
-            title=f"Training throughput (faint: raw, line: EMA {smoothing:g})")
+            title=f"Training throughput (faint: raw, line: EMA {ema_label(smoothing)})")
     ax1.yaxis.set_major_formatter(tokens_fmt)
     ax2.set(xlabel="optimizer step", ylabel="MFU (% of peak FLOP/s)", title="Model FLOPs utilisation")
     ax2.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
@@ -293,10 +305,11 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--out_dir", required=True)
     p.add_argument("--names", nargs="+", help="legend names, one per run (default: dir names)")
     p.add_argument("--eval", nargs="*", default=[], help="bigs.evaluate JSON files for the summary")
-    p.add_argument("--smoothing", type=float, default=0.9, help="EMA factor for the loss curve, in [0, 1)")
+    p.add_argument("--smoothing", type=float, default=None,
+                   help="EMA factor for the loss and throughput curves, in [0, 1) (default: from the number of points)")
     args = p.parse_args(argv)
 
-    if not 0.0 <= args.smoothing < 1.0:
+    if args.smoothing is not None and not 0.0 <= args.smoothing < 1.0:
         raise fail("command line", "--smoothing", f"{args.smoothing} not in [0, 1)")
     runs = [Path(r) for r in args.runs]
     names = args.names or [run_name(r) for r in runs]

@@ -140,3 +140,12 @@ def test_bad_command_lines(tmp_path):
         main(["--runs", str(tmp_path / "nope"), "-o", str(tmp_path / "o")])
     with pytest.raises(BigsError, match="duplicate run names"):
         main(["--runs", str(run), str(run), "-o", str(tmp_path / "o")])
+
+
+def test_auto_smoothing_lags_a_fixed_share_of_the_curve():
+    from bigs.plots import auto_smoothing
+
+    assert auto_smoothing(40) == pytest.approx(0.5)
+    assert auto_smoothing(400) == pytest.approx(10 / 11)
+    assert auto_smoothing(100_000) == 0.99
+    assert auto_smoothing(0) == 0.0
