@@ -217,7 +217,6 @@ class TrainStream:
 
     def _load(self, epoch, shard_i):
         from bigs.data.format import read_shard
-
         from bigs.data.storage import local_copy
 
         path = self.shards[self._order(epoch)[shard_i]]
@@ -238,6 +237,7 @@ class TrainStream:
 
     def __iter__(self):
         G = self.per_device * self.world
+        batches_this_epoch = int(self.shard_i > 0 or self.offset > 0)  # resumed mid-epoch: it had batches
         while True:
             if self._next is None:
                 self._next = self.pool.submit(self._load, self.epoch, self.shard_i)
@@ -250,9 +250,16 @@ class TrainStream:
             while (self.offset + 1) * G <= n:
                 lo = self.offset * G + self.rank * self.per_device
                 self.offset += 1
+                batches_this_epoch += 1
                 yield batch_from_arrays(arrays, np.sort(perm[lo : lo + self.per_device]), self.fixed_shape)
             self.epoch, self.shard_i = self._advance(self.epoch, self.shard_i)
             self.offset = 0
+            if self.shard_i == 0:  # an epoch ended
+                if batches_this_epoch == 0:
+                    raise BigsError(f"{path}: input_ids: every train shard has fewer instances than one global "
+                                    f"micro-batch ({G} = per-device batch × devices); lower "
+                                    "--per_device_train_batch_size or make bigger shards")
+                batches_this_epoch = 0
 
 
 def rng_state() -> tuple[dict, dict[str, torch.Tensor]]:

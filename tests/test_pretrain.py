@@ -396,3 +396,8 @@ def test_bert_masked_head_equals_full_head():
     pos = torch.tensor([[2, 0], [5, 7], [12, 0]])
     fixed = fast(input_ids=ids, labels=torch.tensor([[7, -100], [8, 9], [10, -100]]), masked_positions=pos).loss
     torch.testing.assert_close(fixed, lr)
+
+
+def test_batch_bigger_than_every_shard_is_an_error_not_a_hang(shards, tmp_path):
+    r = run_cli(tiny_args(shards, tmp_path / "run", per_device_train_batch_size=64), check=False)
+    assert r.returncode == 2 and "fewer instances than one global micro-batch (64" in r.stderr
