@@ -239,21 +239,40 @@ def checkpoint_step(model_dir: Path) -> int | None:
     return None
 
 
-def shard_batches(shards, batch_size, vocab_size):
-    """Sequential batches, one DataLoader per shard (as the trainer's eval: same batches, same cut).
-    gs:// shards are downloaded one at a time and deleted after use."""
+def shard_batches(shards, batch_size, vocab_size=30522, *, rank=0, world=1, fixed_shape=False, cache_dir=None):
+    """Sequential test batches, one DataLoader per shard: the CLI and the trainer's eval share them.
+
+    Each of `world` ranks takes every world-th batch. gs:// shards are downloaded one at a time
+    and deleted after use, or kept in `cache_dir` when given (the trainer evaluates many times).
+    fixed_shape ([xla]): drop_last, and labels (B, P) at `masked_positions` (B, P), so every batch
+    has one shape and no boolean indexing is needed.
+    """
     import tempfile
 
     from torch.utils.data import DataLoader
 
     from bigs.data.format import ShardDataset
-    from bigs.data.storage import local_copy
+    from bigs.data.storage import fetch_to_cache, local_copy
 
-    with tempfile.TemporaryDirectory(prefix="bigs-eval-") as cache:
+    with contextlib.ExitStack() as stack:
+        tmp = cache_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="bigs-eval-"))
+        i = 0
         for uri in shards:
-            with local_copy(uri, cache) as path:
-                ds = ShardDataset(path, vocab_size=vocab_size)  # ids >= the model's vocab: BigsError
-            yield from DataLoader(ds, batch_size=batch_size, shuffle=False)
+            if cache_dir is not None and "://" in str(uri):
+                cached = Path(tmp) / str(uri).rsplit("/", 1)[-1]
+                path = cached if cached.exists() else fetch_to_cache(uri, tmp)
+                ds = ShardDataset(path, vocab_size=vocab_size)
+            else:
+                with local_copy(uri, tmp) as path:
+                    ds = ShardDataset(path, vocab_size=vocab_size)  # ids >= the model's vocab: BigsError
+            for batch in DataLoader(ds, batch_size=batch_size, shuffle=False, drop_last=fixed_shape):
+                if i % world == rank:
+                    if fixed_shape:
+                        pos = batch["masked_lm_positions"]
+                        batch["masked_positions"] = pos
+                        batch["labels"] = torch.where(pos != 0, batch["masked_lm_ids"], -100)
+                    yield batch
+                i += 1
 
 
 def count_batches(shards, batch_size) -> int | None:

@@ -577,9 +577,10 @@ def main(argv=None, index: int = 0) -> int:
                     tb.add_scalar(f"{record['kind']}/{k}", v, record["step"])
 
     def run_eval() -> dict:
-        from bigs.evaluate import evaluate_mlm
+        from bigs.evaluate import evaluate_mlm, shard_batches
 
-        batches = eval_batches(test_shards, args, rank, world, cache_dir, fixed_shape)
+        batches = shard_batches(test_shards, args.per_device_eval_batch_size, rank=rank, world=world,
+                                fixed_shape=fixed_shape, cache_dir=cache_dir / "test")
         if device_kind == "xla":  # [xla] one graph per batch (the loader marks the step)
             batches = pl.MpDeviceLoader(batches, device)
         res = evaluate_mlm(model, batches, device,
@@ -735,33 +736,6 @@ def main(argv=None, index: int = 0) -> int:
     if world > 1 and device_kind != "xla":  # [ddp]
         dist.destroy_process_group()
     return 0
-
-
-def eval_batches(test_shards, args, rank, world, cache_dir, fixed_shape=False):
-    """Test batches, sequential; each rank takes every world-th batch. [xla] drop_last keeps shapes fixed."""
-    from torch.utils.data import DataLoader
-
-    from bigs.data.format import ShardDataset
-
-    i = 0
-    for path in test_shards:
-        local = path
-        if str(path).startswith("gs://"):  # test shards stay cached for the run (removed at the end)
-            from bigs.data.storage import fetch_to_cache
-
-            local = cache_dir / "test" / path.rsplit("/", 1)[-1]
-            if not local.exists():
-                local = fetch_to_cache(path, cache_dir / "test")
-        loader = DataLoader(ShardDataset(local), batch_size=args.per_device_eval_batch_size, shuffle=False,
-                            drop_last=fixed_shape)
-        for batch in loader:
-            if i % world == rank:
-                out = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
-                if fixed_shape:  # [xla] labels (B, P) at masked_positions: no data-dependent shapes
-                    pos = batch["masked_lm_positions"]
-                    out["masked_positions"], out["labels"] = pos, torch.where(pos != 0, batch["masked_lm_ids"], -100)
-                yield out
-            i += 1
 
 
 def save_tokenizer(directory: Path) -> None:
