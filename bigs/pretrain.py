@@ -160,15 +160,14 @@ def param_groups(model: torch.nn.Module, weight_decay: float, verbose: bool = Tr
         opt = hints.get(name, {})
         wd = opt.get("weight_decay", 0.0 if no_decay else weight_decay)
         mult = opt.get("lr_multiplier", 1.0)
-        g = groups.setdefault((wd, mult), {"params": [], "names": [], "weight_decay": wd, "lr_mult": mult})
+        g = groups.setdefault((wd, mult), {"params": [], "weight_decay": wd, "lr_mult": mult})
         g["params"].append(prm)
-        g["names"].append(name)
     if verbose:
         for g in groups.values():
             n = sum(p.numel() for p in g["params"])
             print(f"optimizer group: weight_decay={g['weight_decay']} lr_mult={g['lr_mult']}: "
                   f"{len(g['params'])} tensors, {n:,} parameters")
-    return [{k: v for k, v in g.items() if k != "names"} for g in groups.values()]
+    return list(groups.values())
 
 
 def batch_from_arrays(arrays: dict, idx: np.ndarray, fixed_shape: bool = False) -> dict[str, torch.Tensor]:
@@ -327,8 +326,7 @@ def _write_checkpoint(final: Path, model, optimizer, state: dict, gathered: list
     from safetensors.torch import save_file
 
     with atomic_dir(final) as tmp:
-        cpu_sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        model.save_pretrained(tmp, state_dict=cpu_sd, safe_serialization=True)
+        save_model(model, tmp)
         torch.save(optimizer_state_cpu(optimizer), tmp / "optimizer.pt")
         for r, (_, t) in enumerate(gathered):
             save_file({k: v.contiguous() for k, v in t.items()}, str(tmp / f"rng-rank{r}.safetensors"))
@@ -336,6 +334,12 @@ def _write_checkpoint(final: Path, model, optimizer, state: dict, gathered: list
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
         if os.environ.get("BIGS_FAULT_CHECKPOINT_DELAY"):  # fault injection for tests: a slow write
             time.sleep(float(os.environ["BIGS_FAULT_CHECKPOINT_DELAY"]))
+
+
+def save_model(model, directory: Path) -> None:
+    """HF layout (config.json + model.safetensors, published key names) from host copies ([xla] safe)."""
+    cpu_sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    model.save_pretrained(directory, state_dict=cpu_sd, safe_serialization=True)
 
 
 def optimizer_state_cpu(optimizer) -> dict:
@@ -352,7 +356,7 @@ def load_checkpoint(ckpt: Path, model, optimizer) -> dict:
         if key in saved_cfg and saved_cfg[key] != getattr(model.config, key, saved_cfg[key]):
             raise BigsError(f"{ckpt}: config.json: {key} is {saved_cfg[key]!r} but this run builds "
                             f"{getattr(model.config, key)!r}; use the same model flags, or another --output_dir")
-    saved = type(model).from_pretrained(ckpt)  # converts published key names, re-ties the decoder
+    saved = type(model).from_pretrained(ckpt)  # safetensors only, and re-ties the decoder
     model.load_state_dict(saved.state_dict())
     optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"))
     return state
@@ -510,8 +514,6 @@ def main(argv=None, index: int = 0) -> int:
     model = build_model(args, device_kind).to(device)
     if device_kind == "xla":  # [xla] moving to the device re-creates parameters: tie the decoder again
         model.tie_weights()
-    if getattr(model.config, "max_position_embeddings", args.max_seq_length) < args.max_seq_length:
-        raise BigsError(f"--max_seq_length: {args.max_seq_length} exceeds the model's max_position_embeddings")
     groups = param_groups(model, args.weight_decay, verbose=master)
     if args.adafactor:
         from transformers.optimization import Adafactor
@@ -718,14 +720,13 @@ def main(argv=None, index: int = 0) -> int:
         bar.close()
 
     # --- the end: final checkpoint (resumable) and final/ (model only, for evaluation and sharing)
-    if not complete_checkpoints(out) or complete_checkpoints(out)[-1].name != f"checkpoint-{step}":
+    if step % args.save_steps != 0:  # the loop saved at multiples of save_steps; same decision on every rank
         checkpoint(step)
     if device_kind == "xla":  # [xla]
         torch_xla.sync()
     if master:
         with atomic_dir(out / "final") as tmp:
-            cpu_sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            model.save_pretrained(tmp, state_dict=cpu_sd, safe_serialization=True)
+            save_model(model, tmp)
             save_tokenizer(tmp)
             (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "tokens_seen": tokens_seen}))
         print(f"done: {step} steps, {tokens_seen:,} token positions; model in {out / 'final'}")
