@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ssm_init", default="hippo", choices=["hippo", "lin", "inv"])
     p.add_argument("--resume", default="auto", help="auto (latest checkpoint in output_dir), never, or a checkpoint dir")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA/CPU)")
+    p.add_argument("--mlm_gather", default="auto", choices=["auto", "boolean", "positions"],
+                   help="how the MLM head finds the masked tokens: boolean = labels (B, L) != -100 (data-dependent "
+                        "shape), positions = gather at masked_positions (B, P) (fixed shape); auto = positions on XLA, "
+                        "boolean elsewhere")
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events to output_dir/tb")
     p.add_argument("--eval_batches", type=int, default=0, help="max test batches per evaluation (0 = all)")
     p.add_argument("--save_total_limit", type=int, default=2, help="keep the newest K checkpoint-* dirs (0 = all)")
@@ -537,7 +541,7 @@ def main(argv=None, index: int = 0) -> int:
     if world > 1 and device_kind != "xla":  # [ddp]
         train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=[device.index] if device_kind == "cuda" else None)
 
-    fixed_shape = device_kind == "xla"  # [xla] no data-dependent shapes
+    fixed_shape = args.mlm_gather == "positions" or (args.mlm_gather == "auto" and device_kind == "xla")  # [xla] no data-dependent shapes
     stream = TrainStream(train_shards, args.per_device_train_batch_size, rank, world, args.seed, cache_dir, position, fixed_shape,
                          args.max_seq_length)
     batches = iter(stream)
