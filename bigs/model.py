@@ -80,6 +80,7 @@ AUTO_TOEPLITZ_MAX_LEN = 1024
 CONV_IMPLS = ("auto", "fft", "toeplitz", "direct")
 SSM_INITS = ("hippo", "lin", "inv")
 MLM_HEADS = ("masked", "full")
+DROPOUT_MASKS = ("shared", "per_example")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -98,6 +99,9 @@ class BiGSConfig(PretrainedConfig):
       ssm_weight_decay   decay A_re, A_im, log_step (the original does: True).
       gradient_checkpointing  recompute each layer in backward (also model.gradient_checkpointing_enable()).
       mlm_head           "masked" (head only at labelled positions when labels are given) | "full".
+      dropout_mask       "shared": one (L, H) embedding-dropout mask for every sequence of a batch, as
+                         the original pretraining (jax.vmap over the batch with one dropout RNG,
+                         REFERENCE.md §4) | "per_example": a mask per sequence (nn.Dropout, the port).
     """
 
     model_type = "BiGS"
@@ -128,6 +132,7 @@ class BiGSConfig(PretrainedConfig):
         ssm_weight_decay=True,
         gradient_checkpointing=False,
         mlm_head="masked",
+        dropout_mask="shared",
         tie_word_embeddings=True,
         **kwargs,
     ):
@@ -136,6 +141,7 @@ class BiGSConfig(PretrainedConfig):
         assert conv_impl in CONV_IMPLS, f"conv_impl={conv_impl!r}: use one of {CONV_IMPLS}"
         assert scaling in SSM_INITS, f"scaling (ssm_init)={scaling!r}: use one of {SSM_INITS}"
         assert mlm_head in MLM_HEADS, f"mlm_head={mlm_head!r}: use one of {MLM_HEADS}"
+        assert dropout_mask in DROPOUT_MASKS, f"dropout_mask={dropout_mask!r}: use one of {DROPOUT_MASKS}"
         assert pooler_type in ("non_padding_mean", "mean"), f"pooler_type={pooler_type!r}"
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
@@ -159,6 +165,7 @@ class BiGSConfig(PretrainedConfig):
         self.ssm_weight_decay = ssm_weight_decay
         self.gradient_checkpointing = gradient_checkpointing
         self.mlm_head = mlm_head
+        self.dropout_mask = dropout_mask
         self.tie_word_embeddings = tie_word_embeddings
         super().__init__(pad_token_id=pad_token_id, **kwargs)
 
@@ -422,17 +429,33 @@ class BiGSLayer(nn.Module):
         return self.LayerNorm(x + self.mix(x))  # Flax post-norm variant
 
 
+class SharedDropout(nn.Dropout):
+    """Dropout with one (L, H) mask for the whole batch (B, L, H): what the original gets by applying
+    the model with jax.vmap over the batch and a single dropout RNG (REFERENCE.md §4)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.empty(x.shape[1:], dtype=x.dtype, device=x.device).bernoulli_(1 - self.p)  # (L H)
+        return x * keep / (1 - self.p)  # flax: where(keep, x / keep_prob, 0)
+
+
 class BiGSEmbeddings(nn.Module):
-    """word + position + token type -> LayerNorm -> dropout."""
+    """word + position + token type -> LayerNorm -> dropout (the model's only dropout in pretraining).
+
+    The word table has no padding_idx: as the original's nn.Embed, row 0 ([PAD]) starts random and
+    trains from both the input side and the tied decoder (REFERENCE.md §4).
+    """
 
     def __init__(self, config):
         super().__init__()
         H = config.hidden_size
-        self.word_embeddings = nn.Embedding(config.vocab_size, H, padding_idx=config.pad_token_id)
+        self.word_embeddings = nn.Embedding(config.vocab_size, H)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, H)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, H)
         self.LayerNorm = nn.LayerNorm(H, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        shared = getattr(config, "dropout_mask", "shared") == "shared"
+        self.dropout = (SharedDropout if shared else nn.Dropout)(config.hidden_dropout_prob)
 
     def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None):
         x = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds  # (B L H)
@@ -487,6 +510,7 @@ class BiGSPredictionHeadTransform(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense.lecun_normal_init = True  # flax nn.Dense default in the original, not N(0, 0.02)
         self.act = ACT2FN[config.hidden_act]
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
@@ -521,6 +545,13 @@ class BiGSOnlyMLMHead(nn.Module):
 # Hugging Face classes
 
 
+def lecun_normal_(w: torch.Tensor) -> torch.Tensor:
+    """jax.nn.initializers.lecun_normal for a torch (out, in) weight: variance 1/fan_in, from a normal
+    truncated at ±2 standard deviations whose std is corrected by 0.8796 (the truncated normal's)."""
+    s = (1.0 / w.shape[1]) ** 0.5 / 0.87962566103423978
+    return nn.init.trunc_normal_(w, 0.0, s, -2 * s, 2 * s)
+
+
 def _guarded(t: torch.Tensor, fill) -> None:
     """Initialise `t` in place unless from_pretrained already loaded it (transformers 5 flag)."""
     if not getattr(t, "_is_hf_initialized", False):
@@ -536,18 +567,15 @@ class BiGSPreTrainedModel(PreTrainedModel):
     _keys_to_ignore_on_load_unexpected = [r"position_ids"]
 
     def _init_weights(self, module):
-        """Dense and embeddings N(0, initializer_range), biases 0, LayerNorm 1/0, S4D as Flax."""
+        """Dense and embeddings N(0, initializer_range) (the MLM transform: LeCun normal), biases 0,
+        LayerNorm 1/0, S4D as Flax."""
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
-            _guarded(module.weight, lambda t: t.normal_(0.0, std))
+            _guarded(module.weight, lecun_normal_ if getattr(module, "lecun_normal_init", False) else lambda t: t.normal_(0.0, std))
             if module.bias is not None:
                 _guarded(module.bias, lambda t: t.zero_())
         elif isinstance(module, nn.Embedding):
-            if not getattr(module.weight, "_is_hf_initialized", False):
-                with torch.no_grad():
-                    module.weight.normal_(0.0, std)
-                    if module.padding_idx is not None:
-                        module.weight[module.padding_idx].zero_()
+            _guarded(module.weight, lambda t: t.normal_(0.0, std))
         elif isinstance(module, nn.LayerNorm):
             _guarded(module.weight, lambda t: t.fill_(1.0))
             _guarded(module.bias, lambda t: t.zero_())

@@ -481,3 +481,56 @@ def test_flops_per_token():
     assert cfg.flops_per_token(L, mlm_fraction=0.25) == pytest.approx(6 * dense + 3 * conv + 6 * head * 0.25)
     assert cfg.flops_per_token(L, training=False) == pytest.approx(2 * dense + conv + 2 * head)
     assert BiGSConfig(conv_impl="fft").flops_per_token(128) < BiGSConfig(conv_impl="toeplitz").flops_per_token(128)
+
+
+# ----------------------------------------------------------------------------- the original's details (REFERENCE.md §4)
+def test_embedding_dropout_mask_is_shared_by_the_batch_as_the_original():
+    """jax.vmap over the batch with one dropout RNG: every sequence of a micro-batch gets the same
+    (L, H) mask, the next micro-batch another; "per_example" is nn.Dropout's mask per sequence."""
+    torch.manual_seed(0)
+    p, L = 0.3, 13
+    model = BiGSModel(tiny_config(hidden_dropout_prob=p))
+    ids = torch.randint(1, V, (1, L)).expand(5, L)  # five copies of one sequence
+    emb = model.embeddings.eval()
+    clean = emb(ids)  # (5 L H)
+    emb.train()
+    a, b = emb(ids), emb(ids)
+    dropped_a, dropped_b = a == 0, b == 0
+    assert (dropped_a == dropped_a[:1]).all(), "sequences of one batch must share the mask"
+    assert not torch.equal(dropped_a[0], dropped_b[0]), "each micro-batch draws a new mask"
+    assert abs(dropped_a[0].float().mean().item() - p) < 0.08  # L·H = 416 draws: 4.5 standard errors
+    kept = ~dropped_a
+    torch.testing.assert_close(a[kept], clean[kept] / (1 - p))  # flax: where(keep, x / keep_prob, 0)
+
+    per_example = BiGSModel(tiny_config(hidden_dropout_prob=p, dropout_mask="per_example")).embeddings.train()
+    dropped = per_example(ids) == 0
+    assert not (dropped == dropped[:1]).all()
+
+
+def test_padding_row_starts_random_and_trains_as_the_original():
+    torch.manual_seed(0)
+    model = BiGSForMaskedLM(tiny_config())
+    row0 = model.bigs.embeddings.word_embeddings.weight[0]
+    assert row0.abs().min() > 0 and 0.005 < row0.std().item() < 0.05  # N(0, 0.02) like every other row
+    ids = torch.tensor([[1, 7, 3, 9, 2, 0, 0]])  # [PAD] = 0 in the input
+    labels = torch.full_like(ids, -100)
+    labels[0, 2] = 8
+    model(ids, labels=labels).loss.backward()
+    assert model.bigs.embeddings.word_embeddings.weight.grad[0].abs().sum() > 0
+    model.zero_grad()
+    model(ids[:, :5], labels=labels[:, :5]).loss.backward()  # no pad in the input: the tied decoder alone
+    assert model.bigs.embeddings.word_embeddings.weight.grad[0].abs().sum() > 0
+
+
+def test_mlm_transform_dense_is_lecun_normal_as_flax():
+    """flax nn.Dense default: variance_scaling(1, fan_in, truncated_normal) = std 1/sqrt(fan_in),
+    |w| <= 2 / sqrt(fan_in) / 0.8796; every other dense layer stays N(0, initializer_range)."""
+    torch.manual_seed(0)
+    Hb = 256
+    model = BiGSForMaskedLM(tiny_config(hidden_size=Hb, intermediate_size=37))
+    w = model.cls.predictions.transform.dense.weight
+    assert w.std().item() == pytest.approx(Hb**-0.5, rel=0.02)
+    assert w.abs().max().item() <= 2 * Hb**-0.5 / 0.87962566103423978 + 1e-6
+    assert w.abs().max().item() > 1.9 * Hb**-0.5  # truncated at 2 s, not at 1
+    other = model.bigs.encoder.layer[0].dv.weight
+    assert other.std().item() == pytest.approx(0.02, rel=0.05)
