@@ -46,7 +46,8 @@ def synthetic_shard(path: Path, n: int, L: int = 128, P: int = 20, seed: int = 0
 def bench_step(size: str, batch: int, steps: int, device: torch.device, precision: str, shard: Path) -> None:
     layers, H, I = SIZES[size]
     args = SimpleNamespace(model_type="s4-bert", hidden_size=H, n_layers=layers, intermediate_size=I,
-                           hidden_dropout_prob=0.1, max_seq_length=128, num_ssm=64, ssm_init="hippo")
+                           hidden_dropout_prob=0.1, dropout_mask="shared", max_seq_length=128, num_ssm=64,
+                           ssm_init="hippo")
     torch.manual_seed(0)
     model = build_model(args, device.type).to(device)
     opt = torch.optim.AdamW(param_groups(model, 0.05, verbose=False), lr=1e-4, betas=(0.9, 0.98), eps=1e-6)

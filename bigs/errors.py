@@ -26,9 +26,9 @@ def atomic_path(final: str | os.PathLike, suffix: str = ""):
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{final.name}.", suffix=suffix, dir=final.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp (and writers that replace the file) make it 0600
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -42,9 +42,9 @@ def atomic_dir(final: str | os.PathLike):
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}.", dir=final.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; the result should look like mkdir's
     try:
         yield tmp
+        follow_umask(tmp)
         if final.exists():
             old = final.with_name(f".old-{final.name}.{os.getpid()}")
             os.replace(final, old)
@@ -55,6 +55,18 @@ def atomic_dir(final: str | os.PathLike):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def follow_umask(root: Path) -> None:
+    """Give `root` and everything under it the modes open()/mkdir() would give: mkdtemp makes 0700
+    and safetensors writes 0600, which would hide a model from the group on a shared cluster."""
+    mask = _umask()
+    os.chmod(root, 0o777 & ~mask)
+    for d, dirs, files in os.walk(root):
+        for name in dirs:
+            os.chmod(os.path.join(d, name), 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(d, name), 0o666 & ~mask)
 
 
 def _umask() -> int:

@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adam_beta2", type=float, default=0.98)
     p.add_argument("--adam_epsilon", type=float, default=1e-6)
     p.add_argument("--adafactor", type=str2bool, nargs="?", const=True, default=False)
-    p.add_argument("--max_train_shards", type=positive(int), default=3000)
+    p.add_argument("--max_train_shards", type=positive(int), default=3000,
+                   help="stop after this many shard visits (over epochs), as the original; the last shard finishes")
     p.add_argument("--logging_steps", type=positive(int), default=100)
     p.add_argument("--save_steps", type=positive(int), default=5000)
     p.add_argument("--eval_steps", type=positive(int), default=8000)
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden_size", type=positive(int), default=1024)
     p.add_argument("--intermediate_size", type=positive(int), default=3072)
     p.add_argument("--hidden_dropout_prob", type=float, default=0.1)
+    p.add_argument("--dropout_mask", default="shared", choices=["shared", "per_example"],
+                   help="shared: one embedding-dropout mask per micro-batch, as the original (REFERENCE.md §5a)")
     p.add_argument("--num_ssm", type=positive(int), default=64)
     p.add_argument("--max_predictions_per_seq", type=positive(int), default=20)
     p.add_argument("--seed", type=int, default=42)
@@ -101,7 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     # --- ours
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "xla"])
     p.add_argument("--precision", default=None, choices=["fp32", "bf16"], help="bf16 = autocast (default: from --dtype)")
-    p.add_argument("--gradient_accumulation_steps", type=positive(int), default=1)
+    p.add_argument("--global_batch_size", type=positive(int), default=None,
+                   help="sequences per optimizer step over all devices (the paper: 1048); accumulation = this / "
+                        "(per-device batch × world size), derived at start-up")
+    p.add_argument("--gradient_accumulation_steps", type=positive(int), default=None,
+                   help="micro-batches per optimizer step (default 1, or derived from --global_batch_size)")
     p.add_argument("--max_grad_norm", type=float, default=0.0, help="clip gradients to this norm; 0 = off (the original)")
     p.add_argument("--ssm_init", default="hippo", choices=["hippo", "lin", "inv"])
     p.add_argument("--resume", default="auto", help="auto (latest checkpoint in output_dir), never, or a checkpoint dir")
@@ -131,6 +138,44 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------- pure helpers
+PAPER_GLOBAL_BATCH = 1048  # 8 TPU-v3 cores × 131 sequences (REFERENCE.md §1)
+
+
+def accumulation_steps(args, world: int) -> int:
+    """Micro-batches per optimizer step: --global_batch_size / (per-device batch × world), else the flag or 1."""
+    if args.global_batch_size is None:
+        return args.gradient_accumulation_steps or 1
+    micro = args.per_device_train_batch_size * world
+    acc, rest = divmod(args.global_batch_size, micro)
+    if rest or acc == 0:
+        raise BigsError(f"--global_batch_size: {args.global_batch_size} is not a multiple of --per_device_train_batch_size "
+                        f"{args.per_device_train_batch_size} × {world} devices = {micro}; choose a per-device batch "
+                        "that divides it")
+    if args.gradient_accumulation_steps not in (None, acc):
+        raise BigsError(f"--gradient_accumulation_steps: {args.gradient_accumulation_steps} conflicts with "
+                        f"--global_batch_size {args.global_batch_size} = {args.per_device_train_batch_size} per device × "
+                        f"{world} devices × {acc}; pass only one of the two")
+    return acc
+
+
+def is_paper_recipe(args) -> bool:
+    """The paper's model and step count (23 layers, H 1024, 100k steps): its global batch is 1048."""
+    return (args.n_layers, args.hidden_size, args.num_total_train_steps) == (23, 1024, 100_000)
+
+
+def eval_cost_fraction(args, global_batch: int, world: int) -> float | None:
+    """Compute of all in-run evaluations / training compute (a forward is ≈ 1/3 of forward + backward).
+
+    None when evaluation is unbounded (--eval_batches 0 reads the whole test split).
+    """
+    if not args.eval_batches:
+        return None
+    T = args.num_total_train_steps
+    n_evals = T // args.eval_steps + (T % args.eval_steps != 0)  # every eval_steps, and at the end
+    eval_seqs = n_evals * args.eval_batches * args.per_device_eval_batch_size * world
+    return eval_seqs / (3 * T * global_batch)
+
+
 def lr_at(step: int, args) -> float:
     """Learning rate for optimizer update number `step` (0-based), as optax in the original.
 
@@ -195,17 +240,22 @@ def batch_from_arrays(arrays: dict, idx: np.ndarray, fixed_shape: bool = False) 
 
 
 class TrainStream:
-    """Endless stream of this rank's micro-batches, resumable from (epoch, shard, offset).
+    """This rank's micro-batches, resumable from (epoch, shard, offset).
 
     Shard order is a seeded permutation per epoch; within a shard a seeded permutation
-    (RandomSampler) cut into global micro-batches of `per_device * world` samples (drop_last);
-    rank r takes slice r of every global batch. So every sample is seen by one rank only, and a
-    run's data is the same for any number of devices at the same global batch.
+    (RandomSampler) cut into global batches of `per_device * world * accumulation` samples
+    (drop_last), each split into `accumulation` global micro-batches of which rank r takes slice r.
+    So every sample is seen by one rank only, and a run's data is the same for any split of the
+    same global batch over devices and accumulation steps.
+    The stream ends after `max_visits` shard visits (epoch × shards + shard index), the original's
+    --max_train_shards (REFERENCE.md §5d); None = endless.
     """
 
     def __init__(self, shards, per_device, rank, world, seed, cache_dir=None, position=None, fixed_shape=False,
-                 max_seq_length=None):
+                 max_seq_length=None, max_visits=None, accumulation=1):
         self.shards, self.per_device, self.rank, self.world, self.seed = shards, per_device, rank, world, seed
+        self.accumulation = accumulation
+        self.max_visits = max_visits
         self.fixed_shape, self.max_seq_length = fixed_shape, max_seq_length
         self.cache_dir = cache_dir
         self.epoch, self.shard_i, self.offset = position or (0, 0, 0)
@@ -232,6 +282,10 @@ class TrainStream:
                             f"--max_seq_length {L} or rebuild the samples")
         return path, arrays
 
+    def visits(self) -> int:
+        """Shards started before the current one (the original's shard counter)."""
+        return self.epoch * len(self.shards) + self.shard_i
+
     def _advance(self, epoch, shard_i):
         shard_i += 1
         if shard_i == len(self.shards):
@@ -239,18 +293,19 @@ class TrainStream:
         return epoch, shard_i
 
     def __iter__(self):
-        G = self.per_device * self.world
+        G = self.per_device * self.world  # one global micro-batch; `offset` counts them within a shard
+        A = self.accumulation
         batches_this_epoch = int(self.shard_i > 0 or self.offset > 0)  # resumed mid-epoch: it had batches
-        while True:
+        while self.max_visits is None or self.visits() < self.max_visits:
             if self._next is None:
                 self._next = self.pool.submit(self._load, self.epoch, self.shard_i)
             path, arrays = self._next.result()
             self._next = self.pool.submit(self._load, *self._advance(self.epoch, self.shard_i))
             n = len(arrays["input_ids"])
             perm = np.random.default_rng([self.seed, self.epoch, self.shard_i]).permutation(n)
-            if n < G:
-                print(f"warning: {path}: {n} instances < global micro-batch {G}; shard skipped", file=sys.stderr)
-            while (self.offset + 1) * G <= n:
+            if n < G * A:
+                print(f"warning: {path}: {n} instances < global batch {G * A}; shard skipped", file=sys.stderr)
+            while (self.offset // A + 1) * G * A <= n:  # the whole global batch fits (drop_last)
                 lo = self.offset * G + self.rank * self.per_device
                 self.offset += 1
                 batches_this_epoch += 1
@@ -260,8 +315,8 @@ class TrainStream:
             if self.shard_i == 0:  # an epoch ended
                 if batches_this_epoch == 0:
                     raise BigsError(f"{path}: input_ids: every train shard has fewer instances than one global "
-                                    f"micro-batch ({G} = per-device batch × devices); lower "
-                                    "--per_device_train_batch_size or make bigger shards")
+                                    f"batch ({G * A} = per-device batch × devices × accumulation); lower "
+                                    "--per_device_train_batch_size or --global_batch_size, or make bigger shards")
                 batches_this_epoch = 0
 
 
@@ -408,6 +463,44 @@ def flops_per_token(model, args) -> float:
     return 3.0 * (args.n_layers * layer + head)
 
 
+def lock_output_dir(out: Path):
+    """Refuse a second live run in `out`: an advisory flock on out/.lock that the kernel drops when
+    the holder dies (kill -9, node loss), so a requeued job is never blocked. Keep the returned
+    file open for the run's life."""
+    import fcntl
+    import socket
+
+    f = open(out / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise BigsError(f"{out}: --output_dir: in use by a running bigs.pretrain ({holder}); wait for it, "
+                        "stop it, or choose another --output_dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    return f
+
+
+def install_stop_handlers(stop: dict) -> None:
+    """SIGTERM/SIGUSR1 (SLURM preemption) and a first SIGINT (Ctrl-C): finish the step, checkpoint,
+    exit EXIT_PREEMPTED. A second SIGINT quits at once (the default action)."""
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            print("\ninterrupted: finishing this step and writing a checkpoint (Ctrl-C again to quit at once)",
+                  file=sys.stderr)
+
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        signal.signal(sig, on_signal)
+
+
 # ----------------------------------------------------------------------------- model
 def build_model(args, device_kind: str):
     if args.model_type == "bert":  # the paper's baseline, same data and sizes
@@ -422,7 +515,8 @@ def build_model(args, device_kind: str):
     from bigs.model import BiGSConfig, BiGSForMaskedLM
 
     cfg = BiGSConfig(hidden_size=args.hidden_size, num_hidden_layers=args.n_layers, intermediate_size=args.intermediate_size,
-                     hidden_dropout_prob=args.hidden_dropout_prob, max_position_embeddings=args.max_seq_length,
+                     hidden_dropout_prob=args.hidden_dropout_prob, dropout_mask=args.dropout_mask,
+                     max_position_embeddings=args.max_seq_length,
                      num_ssm=args.num_ssm, ssm_init=args.ssm_init,
                      conv_impl="toeplitz" if device_kind == "xla" else "auto")  # [xla] FFT has no lowering
     model = BiGSForMaskedLM(cfg)
@@ -436,6 +530,8 @@ def build_model(args, device_kind: str):
 def main(argv=None, index: int = 0) -> int:
     args = parse_args(argv)
     out = Path(args.output_dir)
+    stop = {"signal": None}  # set by a signal; the loop checks it after each step
+    install_stop_handlers(stop)
 
     # --- device and processes
     device_kind = args.device
@@ -463,6 +559,7 @@ def main(argv=None, index: int = 0) -> int:
         if world > 1:  # [ddp]
             dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
     master = rank == 0
+    args.gradient_accumulation_steps = accumulation_steps(args, world)  # before anything is written
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # no "Writing model shards" bars in the logs
@@ -472,12 +569,22 @@ def main(argv=None, index: int = 0) -> int:
     # --- data (fail fast: training never builds data)
     from bigs.data.format import list_shards
 
-    train_shards = list_shards(args.dataset_path, "train")[: args.max_train_shards]
+    train_shards = list_shards(args.dataset_path, "train")
     test_shards = list_shards(args.dataset_path, "test") if args.do_eval else []
     cache_dir = Path(args.shard_cache_dir or out / ".shard-cache") / f"rank{rank}"
 
+    # --- output dir: writable, and not in use by another live run
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"  # one per process: ranks share the dir
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise BigsError(f"{out}: --output_dir: not writable ({exc.strerror or exc})") from exc
+    lock = lock_output_dir(out) if master else None  # noqa: F841 (held open until the process ends)
+
     # --- resume or start over
-    ckpts = complete_checkpoints(out) if out.exists() else []
+    ckpts = complete_checkpoints(out)
     resume_from = None
     if args.resume == "auto":
         resume_from = ckpts[-1] if ckpts else None
@@ -485,31 +592,25 @@ def main(argv=None, index: int = 0) -> int:
         resume_from = Path(args.resume)
         if not (resume_from / "trainer_state.json").is_file():
             raise BigsError(f"{resume_from}: trainer_state.json: not a complete checkpoint (--resume)")
-    if resume_from is None and out.exists() and any(out.iterdir()):
-        if ckpts and not args.overwrite_output_dir:
+    if resume_from is None and ckpts:
+        if not args.overwrite_output_dir:
             raise BigsError(f"{out}: --output_dir holds {ckpts[-1].name}; use --resume auto to continue it, "
                             "or --resume never --overwrite_output_dir to start over (old checkpoints are moved aside)")
-        if master and ckpts:
+        if master:
             aside = out / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
             aside.mkdir()
             for d in ckpts + [out / "metrics.jsonl", out / "final"]:
                 if d.exists():
                     d.rename(aside / d.name)
             print(f"--overwrite_output_dir: moved {len(ckpts)} old checkpoint(s) and metrics to {aside}")
-    if resume_from is None and master and out.exists():  # nothing resumable: clear a previous attempt's leftovers
+    if resume_from is None and master:  # nothing resumable: clear a previous attempt's leftovers
         (out / "metrics.jsonl").unlink(missing_ok=True)
-    if master and out.exists():  # checkpoint writes cut short by a kill: never loaded, now removed
+    if master:  # checkpoint writes cut short by a kill: never loaded, now removed
         for tmp in out.glob(".tmp-checkpoint-*"):
             shutil.rmtree(tmp, ignore_errors=True)
     if resume_from is not None and args.overwrite_output_dir and master:
         print(f"resuming from {resume_from} (--overwrite_output_dir never deletes a resumable run; "
               "use --resume never to start over)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / ".write-test").touch()
-        (out / ".write-test").unlink()
-    except OSError as exc:
-        raise BigsError(f"{out}: --output_dir: not writable ({exc.strerror or exc})") from exc
 
     # --- model and optimizer
     torch.manual_seed(args.seed)  # same initial weights on every rank
@@ -519,10 +620,10 @@ def main(argv=None, index: int = 0) -> int:
     if device_kind == "xla":  # [xla] moving to the device re-creates parameters: tie the decoder again
         model.tie_weights()
     groups = param_groups(model, args.weight_decay, verbose=master)
-    if args.adafactor:
-        from transformers.optimization import Adafactor
+    if args.adafactor:  # optax.adafactor's defaults, as the original: no weight decay, parameter scaling
+        from bigs.optim import OptaxAdafactor
 
-        optimizer = Adafactor(groups, lr=args.learning_rate, scale_parameter=False, relative_step=False, warmup_init=False)
+        optimizer = OptaxAdafactor(groups, lr=args.learning_rate)
     else:
         optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
                                       eps=args.adam_epsilon, weight_decay=args.weight_decay)
@@ -543,7 +644,7 @@ def main(argv=None, index: int = 0) -> int:
 
     fixed_shape = args.mlm_gather == "positions" or (args.mlm_gather == "auto" and device_kind == "xla")  # [xla] no data-dependent shapes
     stream = TrainStream(train_shards, args.per_device_train_batch_size, rank, world, args.seed, cache_dir, position, fixed_shape,
-                         args.max_seq_length)
+                         args.max_seq_length, max_visits=args.max_train_shards, accumulation=args.gradient_accumulation_steps)
     batches = iter(stream)
     if device_kind == "xla":  # [xla] host->device copies in the background, fixed shapes
         batches = iter(pl.MpDeviceLoader(stream, device))
@@ -560,6 +661,14 @@ def main(argv=None, index: int = 0) -> int:
               f"({args.per_device_train_batch_size} × {world} devices × {args.gradient_accumulation_steps} accumulation); "
               f"{tokens_per_step:,} token positions per step; {len(train_shards)} train / {len(test_shards)} test shards")
         print(f"steps {step} -> {args.num_total_train_steps}; ≈{fpt * tokens_per_step:.3g} FLOPs per step")
+        frac = eval_cost_fraction(args, global_batch, world)
+        print(f"evaluation every {args.eval_steps} steps and at the end, "
+              + (f"{args.eval_batches} batches × {args.per_device_eval_batch_size} × {world} devices each: "
+                 f"≈{frac:.2%} of the training compute" if frac is not None else "the whole test split each")
+              if test_shards else "evaluation: off (no test shards or --do_eval false)")
+        if is_paper_recipe(args) and global_batch != PAPER_GLOBAL_BATCH:
+            print(f"warning: the paper's recipe (23 layers, H 1024, 100k steps) uses a global batch of {PAPER_GLOBAL_BATCH}, "
+                  f"this run {global_batch}: pass --global_batch_size {PAPER_GLOBAL_BATCH}", file=sys.stderr)
 
     # --- logging
     metrics_f = open(out / "metrics.jsonl", "a") if master else None
@@ -607,15 +716,6 @@ def main(argv=None, index: int = 0) -> int:
                  "world_size": world, "args": vars(args)}
         return save_checkpoint(out, at_step, model, optimizer, state, rank, world, args.save_total_limit)
 
-    # --- preemption: finish the step, checkpoint, exit EXIT_PREEMPTED
-    stop = {"signal": None}
-
-    def on_signal(signum, _frame):
-        stop["signal"] = signal.Signals(signum).name
-
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(sig, on_signal)
-
     poison = int(os.environ.get("BIGS_FAULT_NAN_AT_STEP", -1))  # fault injection for tests
     bar = None
     if master:
@@ -633,7 +733,12 @@ def main(argv=None, index: int = 0) -> int:
         # Loss = sum of cross-entropy over every masked token of the global batch / their number,
         # whatever the split over ranks and accumulation steps (so DDP == one process at the same
         # global batch). The counts come from host-side labels: no device sync.
-        micro = [next(batches) for _ in range(args.gradient_accumulation_steps)]
+        try:
+            micro = [next(batches) for _ in range(args.gradient_accumulation_steps)]
+        except StopIteration:  # --max_train_shards visits done (the original's other stop)
+            if master:
+                print(f"\n--max_train_shards: {args.max_train_shards} shard visits done at step {step}; stopping")
+            break
         if device_kind == "xla":  # [xla] counts would end the lazy graph: per-replica mean, as the original (pmean)
             weights = [1.0 / len(micro)] * len(micro)
         else:

@@ -218,7 +218,7 @@ SEED_FLAGS = [
 ]  # fmt: skip
 EXTRA_FLAGS = [
     "num_ssm", "adam_epsilon", "seed", "cosine_schedule_alpha", "max_predictions_per_seq",
-    "dtype", "device", "precision", "gradient_accumulation_steps", "max_grad_norm",
+    "dtype", "device", "precision", "global_batch_size", "gradient_accumulation_steps", "max_grad_norm",
     "ssm_init", "eval_batches", "save_total_limit", "compile",
 ]  # fmt: skip
 

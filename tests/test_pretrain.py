@@ -24,7 +24,7 @@ import torch
 
 from bigs.data.format import write_shard
 from bigs.errors import BigsError
-from bigs.pretrain import lr_at, parse_args, param_groups
+from bigs.pretrain import accumulation_steps, eval_cost_fraction, is_paper_recipe, lr_at, param_groups, parse_args
 
 GOLDEN = Path(__file__).parent / "golden" / "pretrain_tiny_losses.json"
 SEED_GPU_COMMAND = """--output_dir=BiGS_100k/ --dataset_path=PATH_OF_YOUR_TRAIN_CORPUS/ --model_type=s4-bert
@@ -279,8 +279,9 @@ def test_ddp_two_gloo_processes_equal_one_process(shards, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     common = dict(steps=12, hidden_dropout_prob=0.0, eval_steps=12)
     run_cli(tiny_args(shards, one, **common))
-    run_cli(tiny_args(shards, two, per_device_train_batch_size=4, **common), env={"OMP_NUM_THREADS": "1"},
-            launcher=(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "bigs.pretrain"))
+    r = run_cli(tiny_args(shards, two, per_device_train_batch_size=2, global_batch_size=8, **common), env={"OMP_NUM_THREADS": "1"},
+                launcher=(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "bigs.pretrain"))
+    assert "global batch 8 (2 × 2 devices × 2 accumulation)" in r.stdout
     l1, l2 = [m["loss"] for m in metrics(one)], [m["loss"] for m in metrics(two)]
     np.testing.assert_allclose(l2, l1, rtol=0, atol=1e-5)
     e1, e2 = metrics(one, "eval")[-1], metrics(two, "eval")[-1]
@@ -292,6 +293,126 @@ def test_gradient_accumulation_equals_big_batch(shards, tmp_path):
     run_cli(tiny_args(shards, one, steps=8, hidden_dropout_prob=0.0))
     run_cli(tiny_args(shards, acc, steps=8, hidden_dropout_prob=0.0, per_device_train_batch_size=4, gradient_accumulation_steps=2))
     np.testing.assert_allclose([m["loss"] for m in metrics(acc)], [m["loss"] for m in metrics(one)], atol=1e-5)
+    derived = tmp_path / "derived"  # the same through --global_batch_size
+    r = run_cli(tiny_args(shards, derived, steps=8, hidden_dropout_prob=0.0, per_device_train_batch_size=4, global_batch_size=8))
+    assert "global batch 8 (4 × 1 devices × 2 accumulation)" in r.stdout
+    assert [m["loss"] for m in metrics(derived)] == [m["loss"] for m in metrics(acc)]
+
+
+def test_global_batch_derives_accumulation_for_any_world_size():
+    a = parse_args(shlex.split(SEED_GPU_COMMAND) + ["--global_batch_size=1048"])
+    assert [accumulation_steps(a, w) for w in (1, 2, 4, 8)] == [8, 4, 2, 1]
+    with pytest.raises(BigsError, match=r"--global_batch_size: 1048 is not a multiple of .* 131 × 3 devices = 393"):
+        accumulation_steps(a, 3)
+    a.gradient_accumulation_steps = 8
+    assert accumulation_steps(a, 1) == 8  # explicit and equal: fine
+    with pytest.raises(BigsError, match="--gradient_accumulation_steps: 8 conflicts with --global_batch_size 1048"):
+        accumulation_steps(a, 2)
+    a.global_batch_size, a.gradient_accumulation_steps = None, None
+    assert accumulation_steps(a, 8) == 1  # without it: today's meaning, per-device × world × accumulation
+
+
+def test_a_bad_global_batch_fails_before_anything_is_written(shards, tmp_path):
+    r = run_cli(tiny_args(shards, tmp_path / "run", global_batch_size=12), check=False)
+    assert r.returncode == 2 and "--global_batch_size: 12" in r.stderr and not (tmp_path / "run").exists()
+
+
+def test_paper_recipe_is_recognised_and_its_evaluation_budget_is_small():
+    """The paper presets' eval_batches (200 per device) keep 13 evaluations under 2 % of training."""
+    a = parse_args(shlex.split(SEED_GPU_COMMAND) + ["--global_batch_size=1048", "--eval_batches=200"])
+    assert is_paper_recipe(a) and not is_paper_recipe(parse_args(["--output_dir=o", "--dataset_path=d", "--n_layers=2"]))
+    # 100000 // 8000 = 12 evaluations + the final one; a forward is a third of forward + backward
+    assert eval_cost_fraction(a, 1048, world=1) == pytest.approx(13 * 200 * 131 / (3 * 100_000 * 1048))  # 0.11 %
+    assert eval_cost_fraction(a, 1048, world=8) == pytest.approx(8 * 13 * 200 * 131 / (3 * 100_000 * 1048))  # 0.87 %
+    assert eval_cost_fraction(a, 1048, world=8) < 0.02
+    a.eval_batches = 0
+    assert eval_cost_fraction(a, 1048, world=1) is None  # the whole test split: unbounded
+
+
+def test_max_train_shards_counts_shard_visits_as_the_original(shards, tmp_path):
+    """3 shards of 40/47/54 instances = 5/5/6 batches of 8; 4 visits = one epoch + the first shard of
+    the next epoch's seeded order; training stops there, before --num_total_train_steps."""
+    from bigs.pretrain import TrainStream
+
+    sizes = {f"train_shard_{k}.hdf5": 40 + 7 * k for k in range(3)}
+    stream = TrainStream(sorted(str(p) for p in shards.glob("train_*")), 8, 0, 1, seed=7)
+    visited = [stream.shards[i] for i in stream._order(0)] + [stream.shards[stream._order(1)[0]]]
+    expected = sum(sizes[Path(p).name] // 8 for p in visited)
+    out = tmp_path / "run"
+    r = run_cli(tiny_args(shards, out, steps=1000, max_train_shards=4, eval_steps=1000, save_steps=1000))
+    assert metrics(out)[-1]["step"] == expected and "4 shard visits done at step" in r.stdout
+    assert json.loads((out / "final" / "trainer_state.json").read_text())["step"] == expected
+
+
+def test_adafactor_trains_without_weight_decay(shards, tmp_path):
+    out = tmp_path / "run"
+    run_cli(tiny_args(shards, out, steps=10, adafactor="true", learning_rate=0.3, hidden_dropout_prob=0.0))  # relative steps: lr × rms(p)
+    losses = [m["loss"] for m in metrics(out)]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+    state = torch.load(out / "checkpoint-10" / "optimizer.pt", weights_only=True)
+    # optax factors only when both of the two largest dims are >= 128: at H 32 nothing is (HF's would)
+    assert set().union(*(s.keys() for s in state["state"].values())) == {"step", "v"}
+
+
+def test_busy_output_dir_is_refused_and_a_dead_holder_never_blocks(shards, tmp_path):
+    out = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=5000, save_steps=5000)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / "metrics.jsonl").exists():
+            time.sleep(0.05)
+        t = time.time()
+        r = run_cli(tiny_args(shards, out, steps=5), check=False)
+        assert r.returncode == 2 and "in use by a running bigs.pretrain" in r.stderr and f"pid {first.pid}" in r.stderr
+        assert time.time() - t < 30 and first.poll() is None
+    finally:
+        first.kill()  # kill -9: the kernel drops the lock with the process
+        first.wait()
+    r = run_cli(tiny_args(shards, out, steps=5))
+    assert "done: 5 steps" in r.stdout
+
+
+def test_ctrl_c_checkpoints_once_and_quits_at_once_the_second_time(shards, tmp_path):
+    out = tmp_path / "run"
+
+    def start(env=None):
+        return subprocess.Popen([sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=5000, save_steps=5000)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+
+    def wait_for_steps(n):
+        deadline = time.time() + 120
+        while time.time() < deadline and not ((out / "metrics.jsonl").exists() and len(metrics(out)) >= n):
+            time.sleep(0.02)
+
+    proc = start()
+    wait_for_steps(3)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 3 and "stopped by SIGINT" in stdout and "Traceback" not in stderr
+    (ckpt,) = out.glob("checkpoint-*")
+    proc = start({"BIGS_FAULT_CHECKPOINT_DELAY": "60"})  # resumes; its checkpoint write will hang
+    wait_for_steps(int(ckpt.name.split("-")[1]) + 2)
+    proc.send_signal(signal.SIGINT)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(out.glob(".tmp-checkpoint-*")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)  # the impatient second Ctrl-C: quit now, not after the write
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGINT and "Traceback" not in stderr and "Ctrl-C again" in stderr
+    assert list(out.glob("checkpoint-*")) == [ckpt]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_every_file_follows_the_umask(shards, tmp_path, umask):
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=10, save_steps=5)],
+                       capture_output=True, text=True, timeout=300, preexec_fn=lambda: os.umask(umask))
+    assert r.returncode == 0, r.stderr
+    modes = {p.relative_to(out).as_posix(): p.stat().st_mode & 0o777 for p in out.rglob("*")}
+    assert modes["final/model.safetensors"] == 0o666 & ~umask and modes["checkpoint-10/rng-rank0.safetensors"] == 0o666 & ~umask
+    wrong = {k: oct(m) for k, m in modes.items() if m != (0o777 if (out / k).is_dir() else 0o666) & ~umask}
+    assert not wrong
 
 
 def test_bert_baseline_trains_on_the_same_data(shards, tmp_path):
@@ -400,4 +521,4 @@ def test_bert_masked_head_equals_full_head():
 
 def test_batch_bigger_than_every_shard_is_an_error_not_a_hang(shards, tmp_path):
     r = run_cli(tiny_args(shards, tmp_path / "run", per_device_train_batch_size=64), check=False)
-    assert r.returncode == 2 and "fewer instances than one global micro-batch (64" in r.stderr
+    assert r.returncode == 2 and "fewer instances than one global batch (64" in r.stderr

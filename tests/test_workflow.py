@@ -154,9 +154,11 @@ def test_paper_preset_runs_the_seed_command(wf, preset):
     (cmd,) = shell_commands(out, "scripts/pretrain.sh")
     generated = parse_args(cmd[6:])  # --resume is added by scripts/pretrain.sh
     seed = parse_args(SEED_COMMAND.split()[2:])
+    additions = {"global_batch_size": 1048, "precision": "bf16", "eval_batches": 200}  # the paper's batch, bf16, bounded eval
     differ = {k: (v, getattr(generated, k)) for k, v in vars(seed).items()
-              if k not in ("output_dir", "dataset_path", "device") and getattr(generated, k) != v}
+              if k not in ("output_dir", "dataset_path", "device", *additions) and getattr(generated, k) != v}
     assert not differ, f"{preset}: flags differ from the seed command (seed, generated): {differ}"
+    assert {k: getattr(generated, k) for k in additions} == additions
     assert generated.output_dir.endswith("BiGS_100k")
     if preset == "paper-tpu-100k":
         assert generated.device == "xla" and generated.dataset_path.startswith("gs://")
