@@ -101,7 +101,7 @@ class BiGSConfig(PretrainedConfig):
       mlm_head           "masked" (head only at labelled positions when labels are given) | "full".
       dropout_mask       "shared": one (L, H) embedding-dropout mask for every sequence of a batch, as
                          the original pretraining (jax.vmap over the batch with one dropout RNG,
-                         REFERENCE.md §4) | "per_example": a mask per sequence (nn.Dropout, the port).
+                         REFERENCE.md §5a) | "per_example": a mask per sequence (nn.Dropout, the port).
     """
 
     model_type = "BiGS"
@@ -431,7 +431,7 @@ class BiGSLayer(nn.Module):
 
 class SharedDropout(nn.Dropout):
     """Dropout with one (L, H) mask for the whole batch (B, L, H): what the original gets by applying
-    the model with jax.vmap over the batch and a single dropout RNG (REFERENCE.md §4)."""
+    the model with jax.vmap over the batch and a single dropout RNG (REFERENCE.md §5a)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
@@ -444,7 +444,7 @@ class BiGSEmbeddings(nn.Module):
     """word + position + token type -> LayerNorm -> dropout (the model's only dropout in pretraining).
 
     The word table has no padding_idx: as the original's nn.Embed, row 0 ([PAD]) starts random and
-    trains from both the input side and the tied decoder (REFERENCE.md §4).
+    trains from both the input side and the tied decoder (REFERENCE.md §5b).
     """
 
     def __init__(self, config):
