@@ -282,6 +282,8 @@ def bf16_vs_fp32(plan: Plan, device: torch.device, work: Path, trained: Path) ->
 
     if not (trained / "config.json").is_file():
         return {"skipped": "skipped: no trained model (the training section did not finish)"}
+    if device.type == "cuda":  # a true fp32 reference: the step section and main() turned TF32 on
+        torch.backends.cuda.matmul.allow_tf32 = False
     args = trainer_args(*plan.bigs)
     model = BiGSForMaskedLM.from_pretrained(trained).to(device).eval()
     stream = iter(TrainStream([str(work / "train-shards" / "train_shard_0.hdf5")], args.per_device_train_batch_size, 0, 1, seed=1))
@@ -468,10 +470,11 @@ def training(plan: Plan, device: torch.device, work: Path, out: Path, budget: Bu
     resumed = [ln for ln in r.stdout.splitlines() if ln.startswith("resumed from")]
     recs = train_records(d / "metrics.jsonl")
     (logs / "boolean.metrics.jsonl").write_text((d / "metrics.jsonl").read_text())
-    res["boolean"] = {"command": "python -m bigs.pretrain " + " ".join(flags), "first_loss": recs[0]["loss"],
+    res["boolean"] = {"command": ("python -m bigs.pretrain " + " ".join(flags)).replace(str(work), "$TMP"),
+                      "first_loss": recs[0]["loss"],
                       "last_loss": recs[-1]["loss"], "first_step": recs[0]["step"], "last_step": recs[-1]["step"],
                       "tokens_per_s": steady(first_part)["tokens_per_s"], "mfu": steady(first_part)["mfu"],
-                      "resumed": resumed[0] if resumed else None, "final": (d / "final").is_dir()}
+                      "resumed": resumed[0].replace(str(work), "$TMP") if resumed else None, "final": (d / "final").is_dir()}
     for c in d.glob("checkpoint-*"):  # ~4 GB each at paper size; final/ stays for bf16_vs_fp32
         shutil.rmtree(c, ignore_errors=True)
     say(f"  boolean: loss {recs[0]['loss']:.3f} -> {recs[-1]['loss']:.3f}; {res['boolean']['resumed']}")
@@ -624,6 +627,7 @@ def md_step(st: dict) -> list[str]:
           f"{st.get('bert_attn_implementation')}. MFU against {fmt(peak and peak / 1e12)} TFLOP/s (bf16 dense peak).", "",
           "| model | conv | MLM gather | compile | tokens/s | ms/step | MFU | peak mem GiB | first step s |",
           "|---|---|---|---|---|---|---|---|---|"]
+    speed = {(r["model"], r["conv"], r["gather"], r["compile"]): r["tokens_per_s"] for r in st["runs"] if "tokens_per_s" in r}
     for r in st["runs"]:
         comp = "no"
         if r["compile"]:
@@ -631,7 +635,15 @@ def md_step(st: dict) -> list[str]:
         md.append(f"| {r['model']} | {r['conv']} | {r['gather']} | {comp} | " + (outcome(r) or (
             f"{fmt(r['tokens_per_s'])} | {fmt(r['ms_per_step'], '.1f')} | {fmt(r['mfu'], '.1%')} | "
             f"{fmt(r['peak_mem_gib'], '.1f')} | {fmt(r['first_step_s'], '.1f')}")) + " |")
-    return md
+    # the comparisons issue 11 asks for, each between two rows above that differ in one thing
+    pairs = [("Toeplitz / FFT conv", ("BiGS", "toeplitz", "boolean", False), ("BiGS", "fft", "boolean", False)),
+             ("BiGS positions / boolean gather", ("BiGS", "toeplitz", "positions", False), ("BiGS", "toeplitz", "boolean", False)),
+             ("BiGS compiled / eager (positions)", ("BiGS", "toeplitz", "positions", True), ("BiGS", "toeplitz", "positions", False))]
+    bert = [k for k in speed if k[0] != "BiGS" and k[2] == "boolean"]
+    if bert:
+        pairs.append(("BiGS / BERT (boolean, eager)", ("BiGS", "toeplitz", "boolean", False), bert[0]))
+    ratios = [f"{name}: {speed[a] / speed[b]:.2f}×" for name, a, b in pairs if a in speed and b in speed]
+    return md + (["", "Tokens/s ratios: " + "; ".join(ratios) + "."] if ratios else [])
 
 
 def md_long_sequence(ls: dict) -> list[str]:
@@ -694,7 +706,7 @@ def to_markdown(res: dict, env: dict) -> str:
             md.append(f"**error**: {r['error']}")
         else:
             md += render[key](r)
-        if r is not None:
+        if r is not None and r.get("budget_s"):
             md += ["", f"<sub>{r['wall_s']:.0f} s of a {r['budget_s']} s budget</sub>"]
     return "\n".join(md)
 
