@@ -537,7 +537,8 @@ def sync_counts(plan: Plan, device: torch.device, shards: Path, work: Path, budg
     if device.type != "cuda":
         return {"skipped": "skipped: no CUDA (sync debug mode is CUDA's)"}
     n1, n2 = 3, 7
-    res = {"method": f"set_sync_debug_mode('warn'), warnings in a {n2}-step minus a {n1}-step in-process run / {n2 - n1}",
+    res = {"method": f"set_sync_debug_mode('warn') warnings (torch's explicit syncs: .item(), nonzero, blocking copies), "
+                     f"a {n2}-step minus a {n1}-step in-process run of bigs.pretrain.main, / {n2 - n1}",
            "size": " ".join(plan.sync) or "as the step section"}
     for gather in ("boolean", "positions"):
         if (why := budget.skip(20)) is not None:
