@@ -1,0 +1,810 @@
+"""One-shot GPU check (issue 11 §5): parity, step speed, long sequences, real training, projection.
+
+    bash benchmarks/gpu_check.sh OUT_DIR            # one GPU, paper size; < 8 min on an H200
+    bash benchmarks/gpu_check.sh --smoke OUT_DIR    # the same code at tiny sizes, CPU or GPU (~1 min)
+
+Writes OUT_DIR/gpu_check.json with the top-level keys parity, step, long_sequence, training,
+projection, and OUT_DIR/gpu_check.md (the same as tables, also printed at the end). Each section
+has a time budget and records "skipped: reason" for what would not fit, and its own exception
+instead of losing the others. Exit 1 when a check failed or anything errored, 2 on bad usage.
+
+Sizes are the trainer's flags: its defaults are the paper recipe (23 layers, H 1024, I 3072,
+N 64, L 128, micro-batch 131; bigs.pretrain.build_parser), --smoke overrides them, and the
+training section passes the same flags to `python -m bigs.pretrain`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import copy
+import gc
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+
+from bench_pretrain import RECIPE_TOKENS, synthetic_shard  # benchmarks/ is this script's sys.path[0]
+from bigs.data.format import read_shard, write_shard
+from bigs.pretrain import TrainStream, build_model, flops_per_token, param_groups, parse_args, peak_flops
+
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = ("parity", "step", "long_sequence", "training", "projection")
+LOGITS_ATOL = 1e-4  # issue 11 §5: fp32 logits, CUDA vs CPU and Toeplitz vs FFT
+BF16_LOSS_RTOL = 0.02  # issue 11 §5: bf16-autocast loss vs fp32 loss
+TOTAL_S = 440  # the whole run after the imports (≈10 s), under the 8 min of issue 11 §5
+BUDGET_S = {"parity": 40, "step": 110, "long_sequence": 70, "training": 170}  # torch.compile gets what is left
+MLM_FRACTION = 0.15  # masked tokens per sequence at long L, as BERT's 15 % (P 20 at L 128)
+TRAIN_VOCAB = 128  # the training section's shards use this many distinct word ids (training_shard)
+
+
+@dataclass
+class Plan:
+    bigs: list  # trainer flags of the BiGS size ([] = the trainer's defaults = the paper)
+    bert: list  # added to `bigs` for the BERT baseline (same L, batch, width)
+    parity: list  # added to `bigs` for the small BiGS of the CUDA-vs-CPU check
+    sync: list  # added to `bigs` for counting syncs: same depth, narrow (the count is per op, not per FLOP)
+    long_lengths: tuple
+    timed_steps: int
+    train_steps: int
+    resume_at: int  # the boolean run stops here (checkpoint), then a second run resumes it
+    positions_steps: int
+    logging_steps: int
+    compile_backend: str
+    compile_min_s: float  # start torch.compile only with this much of the run left
+
+
+# BERT-large: 24 layers, H 1024, I 4096; build_model gives H/64 = 16 heads and max(512, L) positions.
+FULL = Plan(bigs=[], bert=["--model_type", "bert", "--n_layers", "24", "--intermediate_size", "4096"],
+            parity=["--n_layers", "3", "--hidden_size", "96", "--intermediate_size", "200", "--num_ssm", "16",
+                    "--per_device_train_batch_size", "5"],
+            sync=["--hidden_size", "128", "--intermediate_size", "384", "--per_device_train_batch_size", "8"],
+            long_lengths=(512, 1024, 4096), timed_steps=10, train_steps=300, resume_at=250, positions_steps=100,
+            logging_steps=25, compile_backend="inductor", compile_min_s=150)
+# lr 5e-3: six steps at the paper's 6e-4 move the tiny model's loss less than the batch-to-batch noise
+SMOKE_BIGS = ["--n_layers", "2", "--hidden_size", "64", "--intermediate_size", "128", "--num_ssm", "16",
+              "--max_seq_length", "32", "--max_predictions_per_seq", "5", "--per_device_train_batch_size", "4",
+              "--learning_rate", "5e-3"]
+# Inductor needs ~90 s to compile even the tiny model on 2 CPU cores: smoke traces with aot_eager
+# (dynamo + AOT autograd, no code generation), so the compile path runs without the wait.
+SMOKE = Plan(bigs=SMOKE_BIGS, bert=["--model_type", "bert", "--intermediate_size", "256"],
+             parity=FULL.parity, sync=[], long_lengths=(64, 128), timed_steps=3, train_steps=6, resume_at=4,
+             positions_steps=6, logging_steps=1, compile_backend="aot_eager", compile_min_s=20)
+
+T0 = time.time()
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')} +{time.time() - T0:4.0f}s] {msg}", flush=True)
+
+
+class Budget:
+    """Seconds left for one section, never past the end of the whole run."""
+
+    def __init__(self, seconds: float, run_end: float):
+        self.end = min(time.time() + seconds, run_end)
+
+    def left(self) -> float:
+        return self.end - time.time()
+
+    def skip(self, need: float) -> str | None:
+        """'skipped: …' when `need` seconds do not fit, else None."""
+        return None if self.left() >= need else f"skipped: budget (needs ~{need:.0f} s, {max(self.left(), 0):.0f} s left)"
+
+
+def trainer_args(*flags: str) -> argparse.Namespace:
+    """The trainer's parsed flags (defaults = the paper recipe), for build_model and flops_per_token."""
+    return parse_args(["--output_dir", "-", "--dataset_path", "-", *flags])
+
+
+def free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def check(measured: float, limit: float) -> dict:
+    return {"measured": measured, "limit": limit, "pass": bool(measured <= limit)}
+
+
+def shard_for(args, rows: int, directory: Path) -> Path:
+    """A synthetic shard (bench_pretrain.synthetic_shard) at the args' L and P, made once."""
+    L, P = args.max_seq_length, args.max_predictions_per_seq
+    path = directory / f"train_shard_L{L}_P{P}_n{rows}.hdf5"
+    if not path.exists():
+        synthetic_shard(path, rows, L, P)
+    return path
+
+
+def training_shard(path: Path, rows: int, L: int, P: int, seed: int) -> None:
+    """synthetic_shard with its word ids folded onto TRAIN_VOCAB ids, so that a short run has something to learn.
+
+    Uniform ids over 29,000 words leave ≈0.05 nats below the initial loss (ln 30522 vs ln 29000),
+    less than the noise of a short run; over 128 ids the loss can fall towards ln 128 ≈ 4.9.
+    """
+    synthetic_shard(path, rows, L, P, seed)
+    a = read_shard(path)
+    for k in ("input_ids", "masked_lm_ids"):  # [CLS] [SEP] [MASK] (ids < 1000) stay where they are
+        a[k] = np.where(a[k] >= 1000, 1000 + a[k] % TRAIN_VOCAB, a[k])
+    write_shard(path, **a)
+
+
+def device_batches(args, gather: str, device: torch.device, directory: Path, n: int = 4) -> list[dict]:
+    """n micro-batches in the trainer's layout (its TrainStream), already on the device."""
+    B = args.per_device_train_batch_size
+    path = shard_for(args, n * B, directory)
+    stream = iter(TrainStream([str(path)], B, 0, 1, seed=0, fixed_shape=gather == "positions"))
+    return [{k: v.to(device) for k, v in next(stream).items()} for _ in range(n)]
+
+
+def with_conv(model, impl: str):
+    """The same weights with another convolution (BiGSConfig.conv_impl is read when layers are built)."""
+    cfg = copy.deepcopy(model.config)
+    cfg.conv_impl = impl
+    other = type(model)(cfg)
+    other.load_state_dict(model.state_dict())
+    return other.to(next(model.parameters()).device)
+
+
+# ----------------------------------------------------------------------------- timing
+def time_step(model, args, batches, device, steps, compile_backend=None) -> dict:
+    """One optimizer step (fwd + bwd + AdamW), bf16 autocast, timed as bench_pretrain.bench_step does.
+
+    The trainer's AdamW groups and hyper-parameters; batches already on the device (the loader
+    is in the training section's numbers, which come from the real CLI).
+    """
+    run = torch.compile(model, backend=compile_backend) if compile_backend else model
+    opt = torch.optim.AdamW(param_groups(model, args.weight_decay, verbose=False), lr=args.learning_rate,
+                            betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+
+    def step(i):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = run(**batches[i % len(batches)]).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t = time.perf_counter()
+    step(0).item()  # allocator, kernel choice, and the compilation when compiled
+    first_s = time.perf_counter() - t
+    step(1).item()  # warm-up
+    t = time.perf_counter()
+    for i in range(steps):
+        loss = step(i)
+    loss = loss.item()  # waits for the queued steps
+    dt = (time.perf_counter() - t) / steps
+    tps = batches[0]["input_ids"].numel() / dt
+    peak = peak_flops(device, "bf16")
+    del opt
+    return {"tokens_per_s": tps, "ms_per_step": dt * 1e3, "mfu": tps * flops_per_token(model, args) / peak if peak else None,
+            "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+            "first_step_s": first_s, "loss": loss, "steps": steps,
+            "batch": batches[0]["input_ids"].shape[0], "seq_len": batches[0]["input_ids"].shape[1]}
+
+
+def timed(name: str, budget: Budget, need: float, fn) -> dict:
+    """fn() unless `need` seconds do not fit; its exception recorded, not raised (one OOM loses one row)."""
+    if (why := budget.skip(need)) is not None:
+        say(f"  {name}: {why}")
+        return {"skipped": why}
+    try:
+        r = fn()
+    except Exception as exc:  # noqa: BLE001 — recorded in the JSON, counted in the exit code
+        say(f"  {name}: error {type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    say(f"  {name}: {r['tokens_per_s']:,.0f} tokens/s, {r['ms_per_step']:.1f} ms/step, first step {r['first_step_s']:.1f} s")
+    return r
+
+
+def guard(fn) -> dict:
+    """fn() or its exception as {"error": …}: one failed part never loses the rest of its section."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 — recorded in the JSON, counted in the exit code
+        traceback.print_exc()
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+# ----------------------------------------------------------------------------- sections
+def stressed(model):
+    """Linear weights ~ N(0, 1/fan_in) in place of the 0.02 init.
+
+    At the 0.02 init the gated SSM branch adds ~1e-4 of the residual stream, so the logits of two
+    different convolutions agree to 1e-10 and a parity check would see nothing; at this scale
+    every branch moves the logits by O(1).
+    """
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.normal_(0.0, m.in_features ** -0.5)
+    return model
+
+
+def parity(plan: Plan, device: torch.device, work: Path, budget: Budget) -> dict:
+    """fp32 logits of a small BiGS: CUDA vs CPU, and Toeplitz vs FFT on the device (bf16: bf16_vs_fp32)."""
+    from bigs.model import ssm_conv
+
+    if device.type == "cuda":  # the checks are about fp32 math; bigs.pretrain.main turns TF32 on
+        torch.backends.cuda.matmul.allow_tf32 = False
+    res = {"device": str(device)}
+    small = trainer_args(*plan.bigs, *plan.parity)
+    torch.manual_seed(0)
+    model = stressed(build_model(small, "cpu")).eval()
+    ids = device_batches(small, "boolean", torch.device("cpu"), work, n=1)[0]["input_ids"]  # (B L)
+    with torch.no_grad():
+        if device.type == "cuda":
+            ref = model(input_ids=ids).logits  # (B L V) CPU
+            got = model.to(device)(input_ids=ids.to(device)).logits.cpu()
+            res["cuda_vs_cpu_logits"] = {**check((got - ref).abs().max().item(), LOGITS_ATOL), "max_abs_logit": ref.abs().max().item()}
+        else:
+            res["cuda_vs_cpu_logits"] = {"skipped": "skipped: no CUDA"}
+        model.to(device)
+        ids = ids.to(device)
+        toe, fft = with_conv(model, "toeplitz").eval(), with_conv(model, "fft").eval()
+        ref = toe(input_ids=ids).logits
+        res["toeplitz_vs_fft_logits"] = {**check((ref - fft(input_ids=ids).logits).abs().max().item(), LOGITS_ATOL),
+                                         "max_abs_logit": ref.abs().max().item()}
+        # the convolution alone at the longest L of long_sequence (auto switches to FFT beyond 1024)
+        L = max(plan.long_lengths)
+        g = torch.Generator().manual_seed(0)
+        u = torch.randn(L, 2, 8, generator=g).to(device)  # (L B H)
+        K = (torch.randn(L, generator=g) * torch.exp(-torch.arange(L) / (L / 8))).to(device)  # (L,) decaying kernel
+        D = torch.randn(1, generator=g).to(device)  # (1,) as S4D.D
+        y_t, y_f = ssm_conv(u, K, D, "toeplitz"), ssm_conv(u, K, D, "fft")
+        res[f"toeplitz_vs_fft_conv_L{L}"] = check(((y_t - y_f).abs().max() / y_t.abs().max()).item(), LOGITS_ATOL)
+    del model, toe, fft
+    free(device)
+    return res
+
+
+def bf16_vs_fp32(plan: Plan, device: torch.device, work: Path, trained: Path) -> dict:
+    """Loss of the model the training section trained, fp32 vs bf16 autocast, on a batch of its shards.
+
+    A trained model, because at init every logit is ≈0 and the loss ≈ ln V whatever the precision.
+    """
+    from bigs.model import BiGSForMaskedLM
+
+    if not (trained / "config.json").is_file():
+        return {"skipped": "skipped: no trained model (the training section did not finish)"}
+    if device.type == "cuda":  # a true fp32 reference: the step section and main() turned TF32 on
+        torch.backends.cuda.matmul.allow_tf32 = False
+    args = trainer_args(*plan.bigs)
+    model = BiGSForMaskedLM.from_pretrained(trained).to(device).eval()
+    stream = iter(TrainStream([str(work / "train-shards" / "train_shard_0.hdf5")], args.per_device_train_batch_size, 0, 1, seed=1))
+    b = {k: v.to(device) for k, v in next(stream).items()}
+    with torch.no_grad():
+        fp32 = model(**b).loss.item()
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            bf16 = model(**b).loss.item()
+    del model
+    free(device)
+    return {**check(abs(bf16 - fp32) / fp32, BF16_LOSS_RTOL), "loss_fp32": fp32, "loss_bf16": bf16,
+            "model": f"{trained} (the training section's boolean run)"}
+
+
+def step(plan: Plan, device: torch.device, work: Path, budget: Budget) -> dict:
+    """The paper-size training step: conv Toeplitz vs FFT, boolean vs positions head, BiGS vs BERT-large."""
+    from bigs.model import resolve_conv_impl
+
+    if device.type == "cuda":  # as bigs.pretrain.main does on CUDA
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    args = trainer_args(*plan.bigs)
+    bert_args = trainer_args(*plan.bigs, *plan.bert)
+    res = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+           "peak_flops_bf16": peak_flops(device, "bf16"),
+           "size": {"layers": args.n_layers, "hidden": args.hidden_size, "intermediate": args.intermediate_size,
+                    "num_ssm": args.num_ssm, "seq_len": args.max_seq_length, "batch": args.per_device_train_batch_size,
+                    "bert_layers": bert_args.n_layers, "bert_intermediate": bert_args.intermediate_size},
+           "runs": []}
+    auto = resolve_conv_impl("auto", args.max_seq_length)
+
+    def add(model_name, conv, gather, fn, need=15):
+        r = timed(f"{model_name} conv {conv} gather {gather}", budget, need, fn)
+        res["runs"].append({"model": model_name, "conv": conv, "gather": gather, "compile": False, **r})
+
+    torch.manual_seed(0)
+    model = build_model(args, device.type).to(device)
+    for gather in ("boolean", "positions"):
+        batches = device_batches(args, gather, device, work)
+        add("BiGS", auto, gather, lambda: time_step(model, args, batches, device, plan.timed_steps))
+    other = "fft" if auto == "toeplitz" else "toeplitz"
+    batches = device_batches(args, "boolean", device, work)
+    model = with_conv(model, other)
+    free(device)
+    add("BiGS", other, "boolean", lambda: time_step(model, args, batches, device, plan.timed_steps))
+    del model
+    free(device)
+    torch.manual_seed(0)
+    bert = build_model(bert_args, device.type).to(device)
+    res["bert_attn_implementation"] = bert.config._attn_implementation
+    for gather in ("boolean", "positions"):
+        batches = device_batches(bert_args, gather, device, work)
+        add("BERT-large" if plan is FULL else "BERT", "attention", gather,
+            lambda: time_step(bert, bert_args, batches, device, plan.timed_steps))
+    del bert, batches
+    free(device)
+    res["checks"] = {"bert_sdpa": {"measured": res["bert_attn_implementation"], "limit": "sdpa",
+                                   "pass": res["bert_attn_implementation"] == "sdpa"}}
+    return res
+
+
+def step_compile(plan: Plan, device: torch.device, smoke: bool, budget: Budget) -> dict:
+    """torch.compile'd BiGS step, in a child process so a slow compile is killed at the budget's end."""
+    if (why := budget.skip(plan.compile_min_s)) is not None:
+        return {"skipped": why}
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "compile.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), *(["--smoke"] if smoke else []), "--compile-worker", str(out)]
+        # its own process group: on timeout the kill reaches inductor's compile workers too
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            _, err = proc.communicate(timeout=budget.left())
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            return {"skipped": "skipped: compile did not finish within the run's budget (killed)"}
+        if proc.returncode != 0:
+            return {"error": f"compile worker exit {proc.returncode}: {err.strip()[-1500:]}"}
+        return json.loads(out.read_text())
+
+
+def compile_worker(plan: Plan, device: torch.device, out: Path) -> None:
+    """The BiGS step under torch.compile with the fixed-shape head (no data-dependent shape to break the graph)."""
+    from bigs.model import resolve_conv_impl
+
+    if device.type == "cuda":  # as bigs.pretrain.main does on CUDA
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    args = trainer_args(*plan.bigs)
+    torch.manual_seed(0)
+    model = build_model(args, device.type).to(device)
+    with tempfile.TemporaryDirectory() as d:
+        batches = device_batches(args, "positions", device, Path(d))
+    r = time_step(model, args, batches, device, plan.timed_steps, compile_backend=plan.compile_backend)
+    r["compile_s"] = r["first_step_s"] - r["ms_per_step"] / 1e3  # first step minus a steady one
+    r["backend"] = plan.compile_backend
+    r["conv"] = resolve_conv_impl("auto", args.max_seq_length)
+    out.write_text(json.dumps(r))
+
+
+def long_sequence(plan: Plan, device: torch.device, work: Path, budget: Budget) -> dict:
+    """BiGS vs BERT-large at L 512/1024/4096 with the step section's tokens per batch (131 × 128)."""
+    from bigs.model import resolve_conv_impl
+
+    base = trainer_args(*plan.bigs)
+    tokens = base.max_seq_length * base.per_device_train_batch_size
+    res = {"tokens_per_batch": tokens, "runs": []}
+    Lmax = max(plan.long_lengths)
+    for name, extra in (("BiGS", []), ("BERT-large" if plan is FULL else "BERT", plan.bert)):
+        if (why := budget.skip(20)) is not None:
+            res["runs"] += [{"model": name, "seq_len": L, "skipped": why} for L in plan.long_lengths]
+            continue
+        torch.manual_seed(0)  # one model per kind, built for the longest L (positions table), run at each L
+        model = build_model(trainer_args(*plan.bigs, *extra, "--max_seq_length", str(Lmax)), device.type).to(device)
+        for L in plan.long_lengths:
+            args = trainer_args(*plan.bigs, *extra, "--max_seq_length", str(L), "--per_device_train_batch_size",
+                                str(max(1, tokens // L)), "--max_predictions_per_seq", str(round(MLM_FRACTION * L)))
+            conv = resolve_conv_impl("auto", L) if name == "BiGS" else "attention"
+
+            def run():
+                batches = device_batches(args, "boolean", device, work)
+                return time_step(model, args, batches, device, plan.timed_steps)
+
+            r = timed(f"{name} L {L} batch {args.per_device_train_batch_size} conv {conv}", budget, 8, run)
+            res["runs"].append({"model": name, "seq_len": L, "conv": conv, "gather": "boolean", **r})
+            free(device)
+        del model
+        free(device)
+    return res
+
+
+def cli(flags: list, log: Path, timeout: float) -> subprocess.CompletedProcess:
+    """`python -m bigs.pretrain FLAGS` (the real CLI), its output kept in `log`."""
+    cmd = [sys.executable, "-m", "bigs.pretrain", *flags]
+    say(f"  $ python -m bigs.pretrain {' '.join(flags)}")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=max(timeout, 30), cwd=REPO)
+    log.write_text(f"$ {' '.join(cmd)}\nexit {r.returncode}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}")
+    if r.returncode != 0:
+        raise RuntimeError(f"bigs.pretrain exit {r.returncode} (log {log}): {r.stderr.strip()[-1500:]}")
+    return r
+
+
+def train_records(metrics: Path) -> list[dict]:
+    return [rec for ln in metrics.read_text().splitlines() if ln.strip() and (rec := json.loads(ln))["kind"] == "train"]
+
+
+def steady(records: list[dict]) -> dict:
+    """The logged window of median tokens/s, the first left out (it holds start-up and warm-up)."""
+    rest = sorted(records[1:] or records, key=lambda r: r["tokens_per_s"])
+    return rest[len(rest) // 2]
+
+
+def training(plan: Plan, device: torch.device, work: Path, out: Path, budget: Budget, step_res: dict | None) -> dict:
+    """300 steps of the real CLI (boolean head, stopped at 250 and resumed), a positions run, syncs/step."""
+    args = trainer_args(*plan.bigs)
+    logs = out / "training"
+    logs.mkdir(exist_ok=True)
+    shards = work / "train-shards"
+    shards.mkdir(exist_ok=True)
+    for k in range(2):  # each 16 micro-batches; TrainStream loops over them epoch after epoch
+        training_shard(shards / f"train_shard_{k}.hdf5", 16 * args.per_device_train_batch_size,
+                       args.max_seq_length, args.max_predictions_per_seq, seed=k)
+    total, resume_at, pos_steps = plan.train_steps, plan.resume_at, plan.positions_steps
+    # Fit the plan to the budget from the measured step time: 3 CLI runs of ≈25 s start-up and saving each.
+    runs = [r for r in (step_res or {}).get("runs", []) if r.get("model") == "BiGS" and "ms_per_step" in r]
+    step_s = min((r["ms_per_step"] for r in runs), default=150) / 1e3
+    need = 3 * 25 + (total + pos_steps) * step_s * 1.2
+    res = {"planned": {"steps": total, "resume_at": resume_at, "positions_steps": pos_steps}}
+    if need > budget.left():
+        scale = max((budget.left() - 3 * 25) / ((total + pos_steps) * step_s * 1.2), 0.2)
+        resume_at, pos_steps = max(int(resume_at * scale), 10), max(int(pos_steps * scale), 10)
+        total = max(int(total * scale), resume_at + 10)
+        res["shortened"] = f"to fit the budget ({budget.left():.0f} s left, {step_s * 1e3:.0f} ms/step measured)"
+    common = [*plan.bigs, "--dataset_path", str(shards), "--precision", "bf16", "--device", device.type,
+              "--do_eval", "false", "--warmup_steps", str(max(total // 10, 1)), "--logging_steps", str(plan.logging_steps)]
+    res.update(steps=total, resume_at=resume_at, positions_steps=pos_steps)
+
+    # boolean head: stop at resume_at with a checkpoint, then the same run continues to `total`
+    d = work / "run-boolean"
+    flags = [*common, "--output_dir", str(d), "--mlm_gather", "boolean", "--save_steps", str(resume_at)]
+    cli([*flags, "--num_total_train_steps", str(resume_at)], logs / "boolean.log", budget.left())
+    first_part = train_records(d / "metrics.jsonl")
+    r = cli([*flags, "--num_total_train_steps", str(total)], logs / "boolean-resumed.log", budget.left())
+    resumed = [ln for ln in r.stdout.splitlines() if ln.startswith("resumed from")]
+    recs = train_records(d / "metrics.jsonl")
+    (logs / "boolean.metrics.jsonl").write_text((d / "metrics.jsonl").read_text())
+    res["boolean"] = {"command": ("python -m bigs.pretrain " + " ".join(flags)).replace(str(work), "$TMP"),
+                      "first_loss": recs[0]["loss"],
+                      "last_loss": recs[-1]["loss"], "first_step": recs[0]["step"], "last_step": recs[-1]["step"],
+                      "tokens_per_s": steady(first_part)["tokens_per_s"], "mfu": steady(first_part)["mfu"],
+                      "resumed": resumed[0].replace(str(work), "$TMP") if resumed else None, "final": (d / "final").is_dir()}
+    for c in d.glob("checkpoint-*"):  # ~4 GB each at paper size; final/ stays for bf16_vs_fp32
+        shutil.rmtree(c, ignore_errors=True)
+    say(f"  boolean: loss {recs[0]['loss']:.3f} -> {recs[-1]['loss']:.3f}; {res['boolean']['resumed']}")
+
+    # positions head: a shorter fresh run, for its speed
+    def positions():
+        d = work / "run-positions"
+        cli([*common, "--output_dir", str(d), "--mlm_gather", "positions", "--save_steps", str(pos_steps),
+             "--num_total_train_steps", str(pos_steps)], logs / "positions.log", budget.left())
+        precs = train_records(d / "metrics.jsonl")
+        (logs / "positions.metrics.jsonl").write_text((d / "metrics.jsonl").read_text())
+        shutil.rmtree(d, ignore_errors=True)
+        return {"first_loss": precs[0]["loss"], "last_loss": precs[-1]["loss"],
+                "tokens_per_s": steady(precs)["tokens_per_s"], "mfu": steady(precs)["mfu"]}
+
+    why = budget.skip(25 + pos_steps * step_s * 1.2)
+    res["positions"] = {"skipped": why} if why else guard(positions)
+    speeds = {g: res[g]["tokens_per_s"] for g in ("boolean", "positions") if "tokens_per_s" in res[g]}
+    res["faster_gather"] = max(speeds, key=speeds.get)
+    res["syncs_per_step"] = guard(lambda: sync_counts(plan, device, shards, work, budget))
+    res["checks"] = {
+        "loss_fell": {"measured": f"{recs[0]['loss']:.4f} -> {recs[-1]['loss']:.4f}", "limit": "last < first",
+                      "pass": recs[-1]["loss"] < recs[0]["loss"]},
+        "resumed": {"measured": res["boolean"]["resumed"], "limit": f"resumed from checkpoint-{resume_at}",
+                    "pass": bool(resumed) and f"checkpoint-{resume_at}" in resumed[0] and res["boolean"]["final"]},
+    }
+    return res
+
+
+@contextlib.contextmanager
+def output_to(path: Path):
+    """This process's fd 1 and 2 into `path`: Python's prints and C++'s (warnings outside Python's reach)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "w") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, old in zip((1, 2), saved):
+                os.dup2(old, fd)
+                os.close(old)
+
+
+def sync_counts(plan: Plan, device: torch.device, shards: Path, work: Path, budget: Budget) -> dict:
+    """Host<->device syncs per training step of bigs.pretrain.main, per MLM gather.
+
+    torch.cuda.set_sync_debug_mode("warn") warns at every synchronizing CUDA call; main() runs in
+    this process for n1 and n2 steps (logging and saving only at the end) and the difference of
+    the counts over n2 - n1 steps is the per-step number, set-up and the end of run cancelling.
+    Counted: Python warnings (autograd replays backward's in the calling thread) plus any that C++
+    printed to stderr instead.
+    """
+    from bigs.pretrain import main
+
+    if device.type != "cuda":
+        return {"skipped": "skipped: no CUDA (sync debug mode is CUDA's)"}
+    n1, n2 = 3, 7
+    res = {"method": f"set_sync_debug_mode('warn') warnings (torch's explicit syncs: .item(), nonzero, blocking copies), "
+                     f"a {n2}-step minus a {n1}-step in-process run of bigs.pretrain.main, / {n2 - n1}",
+           "size": " ".join(plan.sync) or "as the step section"}
+    for gather in ("boolean", "positions"):
+        if (why := budget.skip(20)) is not None:
+            res[gather] = {"skipped": why}
+            continue
+        counts, where = [], collections.Counter()
+        for n in (n1, n2):
+            d = work / f"sync-{gather}-{n}"
+            flags = [*plan.bigs, *plan.sync, "--dataset_path", str(shards), "--output_dir", str(d), "--precision", "bf16",
+                     "--device", device.type, "--do_eval", "false", "--warmup_steps", "0", "--mlm_gather", gather,
+                     "--num_total_train_steps", str(n), "--logging_steps", str(n), "--save_steps", str(n)]
+            handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+            log = work / f"sync-{gather}-{n}.log"
+            with output_to(log), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    code = main(flags)
+                finally:
+                    torch.cuda.set_sync_debug_mode(0)
+                    for s, h in handlers.items():  # main() installs its preemption handlers
+                        signal.signal(s, h)
+            if code != 0:
+                raise RuntimeError(f"bigs.pretrain.main exit {code}: {log.read_text()[-1500:]}")
+            syncs = [w for w in caught if "synchronizing CUDA operation" in str(w.message)]
+            printed = sum("synchronizing CUDA operation" in ln for ln in log.read_text().splitlines())
+            counts.append(len(syncs) + printed)
+            if n == n2:
+                where = collections.Counter(f"{os.path.relpath(w.filename, REPO)}:{w.lineno}" for w in syncs)
+            shutil.rmtree(d, ignore_errors=True)
+        res[gather] = {"per_step": (counts[1] - counts[0]) / (n2 - n1), "counts": {n1: counts[0], n2: counts[1]},
+                       "where": dict(where.most_common(8)), "where_steps": n2}
+        say(f"  syncs/step, {gather}: {res[gather]['per_step']:g}")
+    return res
+
+
+def projection(step_res: dict | None, train_res: dict | None, smoke: bool) -> dict:
+    """Wall time of the paper recipe (100k steps × 1048 × 128 tokens) from the measured tokens/s."""
+    sources = []
+    if train_res and "faster_gather" in train_res:  # the real loop, data loader and logging included
+        g = train_res["faster_gather"]
+        sources.append((f"training CLI, --mlm_gather {g}", train_res[g]["tokens_per_s"]))
+    steps = [(f"step, conv {r['conv']}, gather {r['gather']}{', compiled' if r['compile'] else ''}", r["tokens_per_s"])
+             for r in (step_res or {}).get("runs", []) if r["model"] == "BiGS" and "tokens_per_s" in r]
+    if steps:  # the fastest timed step: what the loop could reach
+        sources.append(max(steps, key=lambda s: s[1]))
+    rows = [{"source": name, "tokens_per_s": tps, "hours_1_gpu": RECIPE_TOKENS / tps / 3600,
+             "hours_8_gpus": RECIPE_TOKENS / tps / 3600 / 8} for name, tps in sources]
+    return {"recipe_tokens": RECIPE_TOKENS, "rows": rows,
+            "assumption": "8 GPUs: linear scaling assumed, not measured (global batch 1048 = 131 per GPU × 8; "
+                          "DDP's gradient all-reduce not included); 1 GPU: 8 accumulation steps of 131 at the "
+                          "measured speed" + ("; smoke sizes: not meaningful" if smoke else "")}
+
+
+# ----------------------------------------------------------------------------- report
+def fmt(v, spec=",.0f") -> str:
+    if v is None:
+        return "n/a"
+    return format(v, spec) if isinstance(v, (int, float)) else str(v)
+
+
+def outcome(r: dict) -> str:
+    return r.get("skipped") or (f"error: {r['error']}" if "error" in r else "")
+
+
+def md_parity(r: dict) -> list[str]:
+    md = ["| check | measured | limit | result |", "|---|---|---|---|"]
+    for k, c in r.items():
+        if isinstance(c, dict):
+            md.append(f"| {k} | {outcome(c) or fmt(c['measured'], '.2e')} | {fmt(c.get('limit'), '.0e')} | "
+                      f"{'' if outcome(c) else ('pass' if c['pass'] else '**FAIL**')} |")
+    bf = r.get("bf16_vs_fp32_loss", {})
+    if "loss_fp32" in bf:
+        md += ["", f"bf16_vs_fp32_loss: relative difference of the loss of the model the training section trained "
+               f"({bf['loss_bf16']:.5f} bf16 vs {bf['loss_fp32']:.5f} fp32). Logits: max |difference| on a small BiGS "
+               "with N(0, 1/fan_in) weights (at the 0.02 init the SSM branch barely reaches the logits); conv: max "
+               "|difference| / max |output|."]
+    return md
+
+
+def md_step(st: dict) -> list[str]:
+    s = st["size"]
+    peak = st["peak_flops_bf16"]
+    md = [f"fwd + bwd + AdamW (the trainer's groups), bf16 autocast, batches already on the device, micro-batch "
+          f"{s['batch']} × L {s['seq_len']}. BiGS {s['layers']} layers H {s['hidden']} I {s['intermediate']} N {s['num_ssm']}; "
+          f"BERT {s['bert_layers']} layers H {s['hidden']} I {s['bert_intermediate']}, attention "
+          f"{st.get('bert_attn_implementation')}. MFU against {fmt(peak and peak / 1e12)} TFLOP/s (bf16 dense peak).", "",
+          "| model | conv | MLM gather | compile | tokens/s | ms/step | MFU | peak mem GiB | first step s |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    speed = {(r["model"], r["conv"], r["gather"], r["compile"]): r["tokens_per_s"] for r in st["runs"] if "tokens_per_s" in r}
+    for r in st["runs"]:
+        comp = "no"
+        if r["compile"]:
+            comp = f"{r['backend']}, compile {r['compile_s']:.0f} s" if "compile_s" in r else "yes"
+        md.append(f"| {r['model']} | {r['conv']} | {r['gather']} | {comp} | " + (outcome(r) or (
+            f"{fmt(r['tokens_per_s'])} | {fmt(r['ms_per_step'], '.1f')} | {fmt(r['mfu'], '.1%')} | "
+            f"{fmt(r['peak_mem_gib'], '.1f')} | {fmt(r['first_step_s'], '.1f')}")) + " |")
+    # the comparisons issue 11 asks for, each between two rows above that differ in one thing
+    pairs = [("Toeplitz / FFT conv", ("BiGS", "toeplitz", "boolean", False), ("BiGS", "fft", "boolean", False)),
+             ("BiGS positions / boolean gather", ("BiGS", "toeplitz", "positions", False), ("BiGS", "toeplitz", "boolean", False)),
+             ("BiGS compiled / eager (positions)", ("BiGS", "toeplitz", "positions", True), ("BiGS", "toeplitz", "positions", False))]
+    bert = [k for k in speed if k[0] != "BiGS" and k[2] == "boolean"]
+    if bert:
+        pairs.append(("BiGS / BERT (boolean, eager)", ("BiGS", "toeplitz", "boolean", False), bert[0]))
+    ratios = [f"{name}: {speed[a] / speed[b]:.2f}×" for name, a, b in pairs if a in speed and b in speed]
+    return md + (["", "Tokens/s ratios: " + "; ".join(ratios) + "."] if ratios else [])
+
+
+def md_long_sequence(ls: dict) -> list[str]:
+    md = [f"{ls['tokens_per_batch']:,} tokens per batch at every L, bf16, boolean head, 15 % masked; BiGS conv auto.", "",
+          "| L | batch | BiGS conv | BiGS tokens/s | BERT tokens/s | BiGS / BERT |", "|---|---|---|---|---|---|"]
+    by = collections.defaultdict(dict)
+    for r in ls["runs"]:
+        by[r["seq_len"]]["BiGS" if r["model"] == "BiGS" else "BERT"] = r
+    for L, pair in sorted(by.items()):
+        b, t = pair.get("BiGS", {}), pair.get("BERT", {})
+        ratio = b["tokens_per_s"] / t["tokens_per_s"] if "tokens_per_s" in b and "tokens_per_s" in t else None
+        md.append(f"| {L} | {b.get('batch', t.get('batch', ''))} | {b.get('conv', '')} | {outcome(b) or fmt(b.get('tokens_per_s'))} "
+                  f"| {outcome(t) or fmt(t.get('tokens_per_s'))} | {fmt(ratio, '.2f')}× |")
+    return md
+
+
+def md_training(tr: dict) -> list[str]:
+    b, p = tr["boolean"], tr["positions"]
+    md = [f"`{b['command']} --num_total_train_steps {tr['resume_at']}`, then the same with "
+          f"`--num_total_train_steps {tr['steps']}` (resumes){' — shortened ' + tr['shortened'] if 'shortened' in tr else ''}. "
+          "Tokens/s: median of the logged windows after the first, from metrics.jsonl.", "",
+          "| run | steps | first → last logged loss | tokens/s | MFU | resume |", "|---|---|---|---|---|---|",
+          f"| --mlm_gather boolean | {tr['steps']} | {b['first_loss']:.4f} → {b['last_loss']:.4f} | {fmt(b['tokens_per_s'])} "
+          f"| {fmt(b['mfu'], '.1%')} | {b['resumed'] or '**none**'} |",
+          f"| --mlm_gather positions | {tr['positions_steps']} | " + (outcome(p) or (
+              f"{p['first_loss']:.4f} → {p['last_loss']:.4f} | {fmt(p['tokens_per_s'])} | {fmt(p['mfu'], '.1%')} | —")) + " |",
+          "", f"Faster MLM gather in the real loop: **{tr['faster_gather']}**.", ""]
+    md += [f"- {k}: {c['measured']} ({c['limit']}): {'pass' if c['pass'] else '**FAIL**'}" for k, c in tr["checks"].items()]
+    sy = tr["syncs_per_step"]
+    md += ["", "Host↔device syncs per training step: " + (outcome(sy) or ", ".join(
+        f"{g} {outcome(sy[g]) or fmt(sy[g]['per_step'], 'g')}" for g in ("boolean", "positions")) + f" ({sy['method']}; "
+        f"model flags {sy['size']})")]
+    for g in ("boolean", "positions"):
+        if isinstance(sy.get(g), dict) and sy[g].get("where"):
+            md.append(f"- where ({g}, {sy[g]['where_steps']} steps): " + ", ".join(f"{k} ×{v}" for k, v in sy[g]["where"].items()))
+    return md
+
+
+def md_projection(pr: dict) -> list[str]:
+    md = [f"The paper recipe: 100,000 steps × global batch 1048 × 128 = {pr['recipe_tokens']:,} tokens.", "",
+          "| from | tokens/s | 1 GPU | 8 GPUs |", "|---|---|---|---|"]
+    md += [f"| {r['source']} | {fmt(r['tokens_per_s'])} | {r['hours_1_gpu']:,.1f} h | {r['hours_8_gpus']:,.1f} h |"
+           for r in pr["rows"]]
+    return md + ["", pr["assumption"] + "."]
+
+
+def to_markdown(res: dict, env: dict) -> str:
+    bad = problems(res)
+    md = [f"# BiGS GPU check{' (--smoke: tiny sizes, numbers not meaningful)' if env['smoke'] else ''}", "",
+          f"{env['device']} · torch {env['torch']} · {env['date']} · {env['wall_s']:.0f} s (plan {env['total_budget_s']} s) · "
+          f"**{'FAIL: ' + ', '.join(bad) if bad else 'PASS'}**"]
+    render = {"parity": md_parity, "step": md_step, "long_sequence": md_long_sequence, "training": md_training,
+              "projection": md_projection}
+    for key in SECTIONS:
+        r = res.get(key)
+        md += ["", f"## {key}", ""]
+        if r is None:
+            md.append("not run")
+        elif "error" in r:
+            md.append(f"**error**: {r['error']}")
+        else:
+            md += render[key](r)
+        if r is not None and r.get("budget_s"):
+            md += ["", f"<sub>{r['wall_s']:.0f} s of a {r['budget_s']} s budget</sub>"]
+    return "\n".join(md)
+
+
+def problems(res: dict) -> list[str]:
+    """Failed checks and errors anywhere in the results, by path."""
+    found = []
+
+    def walk(v, path):
+        if isinstance(v, dict):
+            if "error" in v:
+                found.append(f"{path}: error")
+            if v.get("pass") is False:
+                found.append(f"{path}: failed")
+            for k, x in v.items():
+                walk(x, f"{path}.{k}")
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, f"{path}[{i}]")
+
+    for name in SECTIONS:
+        walk(res.get(name), name)
+    return found
+
+
+# ----------------------------------------------------------------------------- main
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("out_dir", nargs="?")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, CPU or GPU, about a minute")
+    p.add_argument("--compile-worker", help=argparse.SUPPRESS)  # the child process of step_compile
+    a = p.parse_args()
+    plan = SMOKE if a.smoke else FULL
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if a.compile_worker:
+        compile_worker(plan, device, Path(a.compile_worker))
+        return 0
+    if not a.out_dir:
+        p.error("OUT_DIR is required")
+    if device.type != "cuda" and not a.smoke:
+        print("error: no CUDA device; the full check needs one GPU (use --smoke for the tiny CPU run)", file=sys.stderr)
+        return 2
+    out = Path(a.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    transformers.utils.logging.disable_progress_bar()  # as bigs.pretrain: no loading bars in the log
+    run_end = T0 + TOTAL_S
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    env = {"device": name, "torch": torch.__version__, "smoke": a.smoke, "date": time.strftime("%Y-%m-%d %H:%M"),
+           "total_budget_s": TOTAL_S}
+    res = {}
+    say(f"gpu check on {name}, torch {torch.__version__}{', smoke' if a.smoke else ''}; results in {out}")
+
+    def write():  # after every section: a crash or a kill later keeps what was measured
+        env["wall_s"] = round(time.time() - T0, 1)
+        if isinstance(res.get("step"), dict):
+            res["step"]["environment"] = env
+        (out / "gpu_check.json").write_text(json.dumps(res, indent=1, default=str))
+        (out / "gpu_check.md").write_text(to_markdown(res, env) + "\n")
+
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
+        work = Path(tmp)
+        sections = {
+            "parity": lambda b: parity(plan, device, work, b),
+            "step": lambda b: step(plan, device, work, b),
+            "long_sequence": lambda b: long_sequence(plan, device, work, b),
+            "training": lambda b: training(plan, device, work, out, b, res.get("step")),
+            "projection": lambda b: projection(res.get("step"), res.get("training"), a.smoke),
+        }
+        for key, fn in sections.items():
+            say(f"{key}: budget {BUDGET_S.get(key, 0)} s")
+            t = time.time()
+            try:
+                r = fn(Budget(BUDGET_S.get(key, 0), run_end))
+            except Exception as exc:  # noqa: BLE001 — one section's failure never loses the others
+                traceback.print_exc()
+                r = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
+            res[key] = {**r, "budget_s": BUDGET_S.get(key, 0), "wall_s": round(time.time() - t, 1)}
+            free(device)
+            write()
+        t = time.time()  # bf16 vs fp32 belongs to parity but needs the model the training section trained
+        res["parity"]["bf16_vs_fp32_loss"] = guard(lambda: bf16_vs_fp32(plan, device, work, work / "run-boolean" / "final"))
+        res["parity"]["wall_s"] += round(time.time() - t, 1)
+        say(f"parity: bf16 vs fp32 loss of the trained model: {res['parity']['bf16_vs_fp32_loss']}")
+        write()
+        # torch.compile last, with whatever time is left: the checks above matter more
+        if "runs" in res["step"]:
+            say(f"step: torch.compile ({plan.compile_backend}), {run_end - time.time():.0f} s left")
+            r = step_compile(plan, device, a.smoke, Budget(run_end - time.time(), run_end))
+            say(f"  compiled: {outcome(r) or '%.0f tokens/s, compile %.0f s' % (r['tokens_per_s'], r['compile_s'])}")
+            res["step"]["runs"].append({"model": "BiGS", "conv": "auto", "gather": "positions", "compile": True, **r})
+            res["projection"].update(projection(res["step"], res.get("training"), a.smoke))
+    write()
+    print(to_markdown(res, env), flush=True)
+    bad = problems(res)
+    if bad:
+        print(f"gpu check: FAIL: {', '.join(bad)}", file=sys.stderr)
+    return 1 if bad else 0
+
+if __name__ == "__main__":
+    sys.exit(main())
