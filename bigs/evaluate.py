@@ -240,7 +240,7 @@ def checkpoint_step(model_dir: Path) -> int | None:
 
 
 def shard_batches(shards, batch_size, vocab_size=30522, *, rank=0, world=1, fixed_shape=False, cache_dir=None):
-    """Sequential test batches, one DataLoader per shard: the CLI and the trainer's eval share them.
+    """Sequential test batches (bigs.data.format.batch_tensors): the CLI and the trainer's eval share them.
 
     Each of `world` ranks takes every world-th batch. gs:// shards are downloaded one at a time
     and deleted after use, or kept in `cache_dir` when given (the trainer evaluates many times).
@@ -249,9 +249,9 @@ def shard_batches(shards, batch_size, vocab_size=30522, *, rank=0, world=1, fixe
     """
     import tempfile
 
-    from torch.utils.data import DataLoader
+    import numpy as np
 
-    from bigs.data.format import ShardDataset
+    from bigs.data.format import batch_tensors, validate_shard
     from bigs.data.storage import fetch_to_cache, local_copy
 
     with contextlib.ExitStack() as stack:
@@ -261,17 +261,15 @@ def shard_batches(shards, batch_size, vocab_size=30522, *, rank=0, world=1, fixe
             if cache_dir is not None and "://" in str(uri):
                 cached = Path(tmp) / str(uri).rsplit("/", 1)[-1]
                 path = cached if cached.exists() else fetch_to_cache(uri, tmp)
-                ds = ShardDataset(path, vocab_size=vocab_size)
+                arrays = validate_shard(path, vocab_size=vocab_size)
             else:
                 with local_copy(uri, tmp) as path:
-                    ds = ShardDataset(path, vocab_size=vocab_size)  # ids >= the model's vocab: BigsError
-            for batch in DataLoader(ds, batch_size=batch_size, shuffle=False, drop_last=fixed_shape):
+                    arrays = validate_shard(path, vocab_size=vocab_size)  # ids >= the model's vocab: BigsError
+            n = len(arrays["input_ids"])
+            end = n - n % batch_size if fixed_shape else n
+            for lo in range(0, end, batch_size):
                 if i % world == rank:
-                    if fixed_shape:
-                        pos = batch["masked_lm_positions"]
-                        batch["masked_positions"] = pos
-                        batch["labels"] = torch.where(pos != 0, batch["masked_lm_ids"], -100)
-                    yield batch
+                    yield batch_tensors(arrays, np.arange(lo, min(lo + batch_size, n)), fixed_shape)
                 i += 1
 
 
@@ -286,7 +284,7 @@ def count_batches(shards, batch_size) -> int | None:
         for p in shards:
             with h5py.File(p, "r") as f:
                 total += math.ceil(f["input_ids"].shape[0] / batch_size)
-    except (OSError, KeyError):  # a broken shard: ShardDataset reports it properly when reached
+    except (OSError, KeyError):  # a broken shard: validate_shard reports it properly when reached
         return None
     return total
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from bigs.data.format import batch_tensors, list_shards, read_shard
 from bigs.errors import BigsError, atomic_dir, atomic_path, cli_main
 
 EXIT_PREEMPTED = 3
@@ -219,26 +220,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float, verbose: bool = Tr
     return list(groups.values())
 
 
-def batch_from_arrays(arrays: dict, idx: np.ndarray, fixed_shape: bool = False) -> dict[str, torch.Tensor]:
-    """One batch from a shard's numpy arrays (format.py layout), labels by REFERENCE.md §3.
-
-    fixed_shape: labels (B, P) at `masked_positions` (B, P) instead of (B, L), so the BiGS head
-    gathers exactly P rows per sequence and XLA sees no data-dependent shape (bigs/model.py).
-    """
-    from bigs.data.format import IGNORE_INDEX, mlm_labels
-
-    ids = arrays["input_ids"][idx]
-    pos, mids = arrays["masked_lm_positions"][idx], arrays["masked_lm_ids"][idx]
-    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))  # noqa: E731
-    batch = {"input_ids": t(ids), "attention_mask": t(arrays["input_mask"][idx]), "token_type_ids": t(arrays["segment_ids"][idx])}
-    if fixed_shape:
-        batch["masked_positions"] = t(pos)
-        batch["labels"] = t(np.where(pos != 0, mids, IGNORE_INDEX))
-    else:
-        batch["labels"] = t(mlm_labels(ids, pos, mids))
-    return batch
-
-
 class TrainStream:
     """This rank's micro-batches, resumable from (epoch, shard, offset).
 
@@ -269,7 +250,6 @@ class TrainStream:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.shards))
 
     def _load(self, epoch, shard_i):
-        from bigs.data.format import read_shard
         from bigs.data.storage import local_copy
 
         path = self.shards[self._order(epoch)[shard_i]]
@@ -309,7 +289,7 @@ class TrainStream:
                 lo = self.offset * G + self.rank * self.per_device
                 self.offset += 1
                 batches_this_epoch += 1
-                yield batch_from_arrays(arrays, np.sort(perm[lo : lo + self.per_device]), self.fixed_shape)
+                yield batch_tensors(arrays, np.sort(perm[lo : lo + self.per_device]), self.fixed_shape)
             self.epoch, self.shard_i = self._advance(self.epoch, self.shard_i)
             self.offset = 0
             if self.shard_i == 0:  # an epoch ended
@@ -567,8 +547,6 @@ def main(argv=None, index: int = 0) -> int:
                               dtype=torch.bfloat16) if args.precision == "bf16" else contextlib.nullcontext()
 
     # --- data (fail fast: training never builds data)
-    from bigs.data.format import list_shards
-
     train_shards = list_shards(args.dataset_path, "train")
     test_shards = list_shards(args.dataset_path, "test") if args.do_eval else []
     cache_dir = Path(args.shard_cache_dir or out / ".shard-cache") / f"rank{rank}"

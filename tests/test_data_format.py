@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
+import torch
 import pytest
 
 from bigs.data.format import FIELDS, list_shards, mlm_labels, read_shard, validate_shard, write_shard
@@ -86,6 +87,24 @@ def test_shard_dataset_items(tmp_path):
     np.testing.assert_array_equal(item["attention_mask"].numpy(), a["input_mask"][5])
     np.testing.assert_array_equal(item["labels"].numpy(),
                                   mlm_labels(a["input_ids"][5], a["masked_lm_positions"][5], a["masked_lm_ids"][5]))
+
+
+def test_batch_tensors_full_and_fixed_shape_label_the_same_tokens():
+    """The one shard-to-batch path: (B, L) labels, or (B, P) labels at masked_positions — the
+    same (position, id) pairs, -100 in the padding slots (position 0)."""
+    from bigs.data.format import batch_tensors
+
+    a = tiny_arrays(3)
+    idx = np.array([1, 4, 6])
+    full, fixed = batch_tensors(a, idx), batch_tensors(a, idx, fixed_shape=True)
+    assert set(full) == {"input_ids", "attention_mask", "token_type_ids", "labels"}
+    assert full["labels"].shape == (3, L) and fixed["labels"].shape == fixed["masked_positions"].shape == (3, P)
+    np.testing.assert_array_equal(full["labels"].numpy(), mlm_labels(a["input_ids"][idx], a["masked_lm_positions"][idx],
+                                                                     a["masked_lm_ids"][idx]))
+    pos = a["masked_lm_positions"][idx]
+    np.testing.assert_array_equal(fixed["labels"].numpy(), np.where(pos != 0, a["masked_lm_ids"][idx], -100))
+    for k in ("input_ids", "attention_mask", "token_type_ids"):
+        assert torch.equal(full[k], fixed[k]) and full[k].dtype == torch.int64
 
 
 def test_list_shards_natural_order_and_errors(tmp_path):

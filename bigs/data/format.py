@@ -176,6 +176,31 @@ def mlm_labels(input_ids, masked_lm_positions, masked_lm_ids) -> np.ndarray:
     return labels
 
 
+def batch_tensors(arrays: dict, idx, fixed_shape: bool = False) -> dict:
+    """The model inputs of instances `idx` of a shard's arrays: int64 tensors input_ids,
+    attention_mask, token_type_ids (B, L) and labels (B, L) by mlm_labels — the one path from
+    shard to batch, for training and evaluation.
+
+    fixed_shape: instead masked_positions (B, P) and labels (B, P) = the (B, L) labels gathered at
+    those positions (-100 in padding slots, which point at [CLS]), so a model head gathers exactly P
+    rows per sequence and XLA sees no data-dependent shape (bigs/model.py).
+    """
+    import torch
+
+    ids = arrays["input_ids"][idx]
+    pos, labels = arrays["masked_lm_positions"][idx], mlm_labels(ids, arrays["masked_lm_positions"][idx],
+                                                                 arrays["masked_lm_ids"][idx])
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))  # noqa: E731
+    batch = {"input_ids": t(ids), "attention_mask": t(arrays["input_mask"][idx]),
+             "token_type_ids": t(arrays["segment_ids"][idx])}
+    if fixed_shape:
+        batch["masked_positions"] = t(pos)
+        batch["labels"] = t(np.take_along_axis(labels, pos.astype(np.int64), axis=1))
+    else:
+        batch["labels"] = t(labels)
+    return batch
+
+
 def _make_shard_dataset():
     import torch
 
