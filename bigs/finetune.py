@@ -174,6 +174,7 @@ def load_model(args, t: Task):
         label_map = np.array([old_ids[n] for n in t.file_labels])  # keep the checkpoint's class order
         config.label2id = {n: int(i) for n, i in zip(t.file_labels, label_map)}
         config.id2label = {int(i): n for n, i in zip(t.file_labels, label_map)}
+    weights = Path(src) / "model.safetensors" if local else src
     if args.random_init:
         model = AutoModelForSequenceClassification.from_config(config)  # seeded by the caller
     else:
@@ -182,14 +183,14 @@ def load_model(args, t: Task):
                 src, config=config, ignore_mismatched_sizes=True, output_loading_info=True)
         except (OSError, ValueError, RuntimeError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            raise fail(where, "weights", f"cannot load ({first})") from None
+            raise fail(weights, "weights", f"cannot load ({first})") from None
         if info["mismatched_keys"] and not args.ignore_mismatched_sizes:
             key, ckpt_shape, model_shape = sorted(info["mismatched_keys"])[0]
-            raise fail(where, key, f"checkpoint has shape {tuple(ckpt_shape)} but {t.name} needs {tuple(model_shape)} "
+            raise fail(weights, key, f"checkpoint has shape {tuple(ckpt_shape)} but {t.name} needs {tuple(model_shape)} "
                        f"(a head fine-tuned for another task?) — pass --ignore_mismatched_sizes to start that head afresh")
         fresh = [k for k in info["missing_keys"] if not any(h in k for h in ("classifier.", "pooler."))]
         if fresh:
-            raise fail(where, "weights", f"{len(fresh)} encoder weights missing (e.g. {sorted(fresh)[0]}) — "
+            raise fail(weights, "weights", f"{len(fresh)} encoder weights missing (e.g. {sorted(fresh)[0]}) — "
                        "checkpoint and config.json disagree; they would be trained from random values")
         new = sorted(set(info["missing_keys"]) | {k for k, *_ in info["mismatched_keys"]})
         print(f"new (randomly initialised) weights: {', '.join(new) or 'none'}")
