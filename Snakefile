@@ -33,6 +33,7 @@ wildcard_constraints:
 include: "rules/data.smk"
 include: "rules/pretrain.smk"
 include: "rules/evaluate.smk"
+include: "rules/finetune.smk"
 
 
 # ---- targets: each stage by name; `pretrain` is the main one (model + evaluation + plots)
@@ -83,4 +84,10 @@ rule evaluate:
 rule plots:
     input:
         stage_targets("plots"),
+    localrule: True
+
+
+rule finetune:
+    input:
+        finetune_targets,
     localrule: True

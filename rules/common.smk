@@ -335,3 +335,110 @@ def vocab_args():
     """--vocab_file only when set; bigs.data.samples falls back to the bundled vocab."""
     v = config["samples"]["vocab_file"]
     return f"--vocab_file {q(v)}" if v else ""
+
+
+# ---------------------------------------------------------------------------- GLUE fine-tuning (issue 10)
+# Directory names of the GLUE download script (bigs/glue.py TASKS is the full table).
+GLUE_DIRS = {
+    "cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP",
+    "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI",
+}  # fmt: skip
+GLUE_DEV = {"mnli": ["dev_matched", "dev_mismatched"]}
+# Hyper-parameters of `finetune:` that a task may override (finetune.per_task.<task>).
+FINETUNE_FLAGS = [
+    "max_seq_length", "per_device_train_batch_size", "per_device_eval_batch_size",
+    "learning_rate", "num_train_epochs", "weight_decay", "warmup_ratio",
+    "max_train_samples", "max_eval_samples", "logging_steps", "save_steps",
+]  # fmt: skip
+
+
+def finetune_variants():
+    """Fine-tuned run name -> (pretrained run, from random init?): each run, and with
+    finetune.random_init_control its config from random weights as <run>-random-init."""
+    out = {r: (r, False) for r in run_names()}
+    if config["finetune"]["random_init_control"]:
+        out.update({f"{r}-random-init": (r, True) for r in run_names()})
+    return out
+
+
+def finetune_settings(task):
+    """`finetune:` hyper-parameters overlaid with finetune.per_task.<task>."""
+    f = config["finetune"]
+    return {**{k: f[k] for k in FINETUNE_FLAGS}, **f["per_task"].get(task, {})}
+
+
+def glue_data_files(wildcards):
+    """The task's train and dev .tsv files of finetune.data_dir (none for the hub)."""
+    d = config["finetune"]["data_dir"]
+    if not d:
+        return []
+    task_dir = f"{d}/{GLUE_DIRS[wildcards.task]}"
+    return [
+        f"{task_dir}/{s}.tsv" for s in ["train", *GLUE_DEV.get(wildcards.task, ["dev"])]
+    ]
+
+
+def finetune_start(wildcards):
+    """The model a job starts from: the pretrained run's final/, or for finetune.from_mnli tasks
+    the same seed's MNLI-fine-tuned model (REFERENCE.md §5)."""
+    if wildcards.task in config["finetune"]["from_mnli"]:
+        return f"results/finetune/{wildcards.ftrun}/mnli/seed{wildcards.seed}/model.safetensors"
+    run, _ = finetune_variants()[wildcards.ftrun]
+    return f"results/pretrain/{run}/final/model.safetensors"
+
+
+def finetune_args(wildcards):
+    """The flags of `python -m bigs.finetune` for one (run x task x seed) job, shell-quoted.
+    A function of the wildcards only, so Snakemake records it and reruns the job when it
+    changes (params computed from input/output count as derived and are not compared).
+    """
+    f = config["finetune"]
+    _, random_init = finetune_variants()[wildcards.ftrun]
+    from_mnli = wildcards.task in f["from_mnli"]
+    w = wildcards
+    args = [
+        f"--model_name_or_path={os.path.dirname(finetune_start(wildcards))}",
+        f"--task_name={wildcards.task}",
+        "--do_train",
+        "--do_eval",
+        f"--output_dir=results/finetune/{w.ftrun}/{w.task}/seed{w.seed}",
+        f"--seed={wildcards.seed}",
+        f"--device={f['device']}",
+        "--save_total_limit=1",
+    ]
+    args += ["--ignore_mismatched_sizes"] if from_mnli else []
+    args += ["--random_init"] if random_init and not from_mnli else []
+    args += [f"--data_dir={f['data_dir']}"] if f["data_dir"] else []
+    s = finetune_settings(wildcards.task)
+    for key in FINETUNE_FLAGS:
+        args += _flag(key, s[key])
+    return " ".join(q(a) for a in args)
+
+
+def finetune_targets(wildcards):
+    """Everything the `finetune` target brings; without GLUE data, the fix (before any job)."""
+    f = config["finetune"]
+    if not f["data_dir"] and not f["hub"]:
+        raise WorkflowError(
+            "finetune: no GLUE data. Download GLUE (e.g. the usual download_glue_data.py, which "
+            "writes <dir>/<TASK>/{train,dev,test}.tsv) and pass it: snakemake finetune "
+            "--configfile presets/glue.yaml --config finetune='{data_dir: /path/to/glue}' "
+            "(or finetune='{hub: true}' online, with `pip install datasets`)"
+        )
+    if f["data_dir"] and f["hub"]:
+        raise WorkflowError("finetune: set data_dir or hub: true, not both")
+    names = list(finetune_variants())
+    return [f"results/glue/{n}.md" for n in names] + [
+        "results/glue/summary.md",
+        "results/plots/glue.png",
+    ]
+
+
+def glue_results(wildcards):
+    """Every eval_results.json of one fine-tuned run (all tasks x seeds)."""
+    f = config["finetune"]
+    return [
+        f"results/finetune/{wildcards.ftrun}/{t}/seed{s}/eval_results.json"
+        for t in f["tasks"]
+        for s in f["seeds"]
+    ]

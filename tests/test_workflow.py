@@ -112,7 +112,7 @@ def test_dry_run_pretrain(wf, preset):
     counts = job_counts(smk(wf, "-n", "pretrain", *extra).stdout)
     n_runs = 2 if preset == "compare" else 1
     assert counts["train_run"] == n_runs and counts["evaluate_run"] == n_runs and counts["plot_runs"] == 1
-    if preset in (None, "compare"):  # the embedded sample: every data stage
+    if preset in (None, "compare", "glue"):  # the embedded sample: every data stage (glue: a finetune overlay)
         assert counts["process_corpus"] == 1 and counts["shard_corpus"] == 1
         assert counts["tokenize_shard"] == 4 + 1 and counts["mask_shard"] == (4 + 1) * 2
     elif preset == "paper-tpu-100k":  # streamed from gs://: no download, no data jobs
