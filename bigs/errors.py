@@ -75,10 +75,17 @@ def _umask() -> int:
     return mask
 
 
-def cli_main(main) -> None:
-    """Run a CLI `main()`, turning a BigsError into one line on stderr and exit code 2."""
+def cli_main(main, output_flag: str = "file") -> None:
+    """Run a CLI `main()` the way every bigs command enters: a BigsError, or a local filesystem error
+    (unwritable dir, full disk, path under a file; charged to `output_flag`), becomes one line on
+    stderr and exit code 2."""
     try:
         sys.exit(main() or 0)
     except BigsError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    except OSError as exc:
+        if exc.filename is None:  # not a path problem (network, ...): keep the traceback
+            raise
+        what = f"{exc.strerror or exc} — check the path is a writable directory with free space"
+        print(f"error: {fail(exc.filename, output_flag, what)}", file=sys.stderr)
+    sys.exit(2)

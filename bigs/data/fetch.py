@@ -167,7 +167,7 @@ def fetch(src: str, out, n_threads: int = 8, vocab_size: int = DEFAULT_VOCAB_SIZ
     return [out / f.name for f in files]
 
 
-def _main(argv=None):
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--source", required=True, help="Google Drive folder URL, gs://bucket/prefix, http(s) URL or local dir")
     p.add_argument("--output", required=True, help="local directory")
@@ -179,12 +179,5 @@ def _main(argv=None):
     print(f"{a.output}: {len(paths)} shard(s) present and verified")
 
 
-def main(argv=None):
-    from bigs.data.storage import io_errors
-
-    with io_errors("--output"):
-        return _main(argv)
-
-
 if __name__ == "__main__":
-    cli_main(main)
+    cli_main(main, output_flag="--output")

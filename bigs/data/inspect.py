@@ -83,7 +83,7 @@ def inspect(paths: list[str], vocab_size: int = DEFAULT_VOCAB_SIZE, mask_id: int
     return {"shards": shards, "total": total}
 
 
-def _main(argv=None):
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("paths", nargs="+", metavar="PATH", help="hdf5 files, directories or gs:// prefixes")
     p.add_argument("-o", default=None, help="write the JSON stats here")
@@ -105,12 +105,5 @@ def _main(argv=None):
             tmp.write_text(json.dumps(stats, indent=1, sort_keys=True, default=str))
 
 
-def main(argv=None):
-    from bigs.data.storage import io_errors
-
-    with io_errors("-o"):
-        return _main(argv)
-
-
 if __name__ == "__main__":
-    cli_main(main)
+    cli_main(main, output_flag="-o")

@@ -177,11 +177,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.n_processes < 1:
         raise fail(args.f, "--n_processes", "must be >= 1")
-    from bigs.data.storage import io_errors
-
-    with io_errors("-o"):
-        print(process(args.f, args.o, args.type, args.n_processes))
+    print(process(args.f, args.o, args.type, args.n_processes))
 
 
 if __name__ == "__main__":
-    cli_main(main)
+    cli_main(main, output_flag="-o")

@@ -488,7 +488,7 @@ def _add_mask_args(p, max_seq_length_default=512):
     p.add_argument("--whole_word_mask", action="store_true")
 
 
-def _main(argv=None):
+def main(argv=None):
     import sys
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -549,12 +549,5 @@ def _main(argv=None):
         print(w)
 
 
-def main(argv=None):
-    from bigs.data.storage import io_errors
-
-    with io_errors("--output/-o"):
-        return _main(argv)
-
-
 if __name__ == "__main__":
-    cli_main(main)
+    cli_main(main, output_flag="--output/-o")

@@ -213,12 +213,9 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.n_processes < 1:
         raise fail(args.dir, "--n_processes", "must be >= 1")
-    from bigs.data.storage import io_errors
-
-    with io_errors("-o"):
-        shard(args.dir, args.o, args.num_train_shards, args.num_test_shards, args.frac_test, args.seed,
-              args.n_processes, args.overwrite)
+    shard(args.dir, args.o, args.num_train_shards, args.num_test_shards, args.frac_test, args.seed,
+          args.n_processes, args.overwrite)
 
 
 if __name__ == "__main__":
-    cli_main(main)
+    cli_main(main, output_flag="-o")

@@ -72,16 +72,6 @@ def md5_file(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-@contextlib.contextmanager
-def io_errors(flag: str = "-o"):
-    """Turn a local filesystem error (unwritable dir, full disk, path under a file) into one BigsError line."""
-    try:
-        yield
-    except OSError as exc:
-        where = exc.filename or "?"
-        raise fail(where, flag, f"{exc.strerror or exc} — check the path is a writable directory with free space") from None
-
-
 # ---------------------------------------------------------------- GCS
 def gcs_client():
     """A storage.Client: anonymous against STORAGE_EMULATOR_HOST, else default credentials
