@@ -164,6 +164,8 @@ def load_model(args, t: Task):
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise fail(where, "--model_name_or_path", f"cannot load ({first}) — a local dir needs config.json; "
                    "hub names need a network (or the HF cache)") from None
+    if config.model_type == "BiGS":  # fine-tune as the original (HF run_glue + the PyTorch port): a dropout
+        config.dropout_mask = "per_example"  # mask per sequence, not pretraining's one per batch (REFERENCE.md §5a)
     positions = getattr(config, "max_position_embeddings", None)
     if positions is not None and args.max_seq_length > positions:
         raise fail(where, "max_position_embeddings", f"the model has {positions} positions but --max_seq_length is "
