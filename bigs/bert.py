@@ -13,8 +13,17 @@ same weights and checkpoint layout (a plain `BertForMaskedLM` loads what it save
 from __future__ import annotations
 
 import torch.nn.functional as F
-from transformers import BertForMaskedLM
+from transformers import BertConfig, BertForMaskedLM
 from transformers.modeling_outputs import MaskedLMOutput
+
+
+def bert_config(hidden_size: int, n_layers: int, intermediate_size: int, dropout: float, max_len: int) -> BertConfig:
+    """The baseline at the sizes of a BiGS run: a head per 64 channels (BERT's), the same vocab,
+    at least BERT's 512 positions, PyTorch's fused attention (SDPA)."""
+    return BertConfig(vocab_size=30522, hidden_size=hidden_size, num_hidden_layers=n_layers,
+                      num_attention_heads=max(1, hidden_size // 64), intermediate_size=intermediate_size,
+                      hidden_dropout_prob=dropout, max_position_embeddings=max(512, max_len),
+                      attn_implementation="sdpa")
 
 
 class BertForMaskedLMMaskedHead(BertForMaskedLM):
@@ -32,3 +41,14 @@ class BertForMaskedLMMaskedHead(BertForMaskedLM):
             logits, labels = self.cls(h[selected]), labels[selected]  # (n V), (n,)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
         return MaskedLMOutput(loss=loss, logits=logits)
+
+    def flops_per_token(self, seq_len: int, mlm_fraction: float | None = None, training: bool = True) -> float:
+        """Model FLOPs per token position (as BiGSConfig.flops_per_token): per layer the Q, K, V, O
+        projections (4 H²), the MLP (2 H I) and attention's QKᵀ and AV (2 L H); the MLM head at a
+        fraction of the positions (None = all). training: forward + backward = 3 × forward."""
+        c = self.config
+        H, I, L, V = c.hidden_size, c.intermediate_size, seq_len, c.vocab_size
+        layer = 2 * (4 * H * H + 2 * H * I) + 2 * 2 * L * H
+        head = 2 * (H * H + H * V) * (1.0 if mlm_fraction is None else mlm_fraction)
+        forward = c.num_hidden_layers * layer + head
+        return 3 * forward if training else forward

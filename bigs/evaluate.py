@@ -33,6 +33,7 @@ DEFAULT_PROBES = Path(__file__).parent / "probes.txt"
 BUNDLED_NAMES = {"bert-large-uncased", "bert-base-uncased", "google-bert/bert-large-uncased",
                  "google-bert/bert-base-uncased"}
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "masked_positions")
+PERPLEXITY_LOSS_CAP = 700.0  # exp() overflows float64 past ~709: perplexity is reported as exp(min(loss, cap))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,12 +78,17 @@ def evaluate_mlm(model, batches, device, max_batches=None, autocast_dtype=None) 
     if not sums:
         raise BigsError("evaluate_mlm: batches: no batches to evaluate — are the test shards empty?")
     loss_sum, correct, n = torch.stack(sums).double().sum(0).cpu().tolist()  # (3,), one sync
+    return {**mlm_metrics(loss_sum, correct, n), "eval_batches": len(sums)}
+
+
+def mlm_metrics(loss_sum: float, correct: float, n: float) -> dict:
+    """eval_loss, eval_accuracy, eval_perplexity, eval_tokens from sums over n labelled tokens
+    (also what the trainer reports after summing them over ranks)."""
     if n == 0:
         raise BigsError("evaluate_mlm: labels: no labelled (masked) tokens in the evaluation batches")
     loss = loss_sum / n
     return {"eval_loss": loss, "eval_accuracy": correct / n,
-            "eval_perplexity": math.exp(min(loss, 700.0)),  # exp overflows float64 past ~709
-            "eval_tokens": int(n), "eval_batches": len(sums)}
+            "eval_perplexity": math.exp(min(loss, PERPLEXITY_LOSS_CAP)), "eval_tokens": int(n)}
 
 
 # ---------------------------------------------------------------------------------------------

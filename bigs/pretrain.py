@@ -31,6 +31,7 @@ import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="micro-batches per optimizer step (default 1, or derived from --global_batch_size)")
     p.add_argument("--max_grad_norm", type=float, default=0.0, help="clip gradients to this norm; 0 = off (the original)")
     p.add_argument("--ssm_init", default="hippo", choices=["hippo", "lin", "inv"])
+    p.add_argument("--conv_impl", default="auto", choices=["auto", "fft", "toeplitz"],
+                   help="SSM convolution (bigs/model.py): auto = Toeplitz GEMM up to L 1024, FFT beyond; XLA: toeplitz")
     p.add_argument("--resume", default="auto", help="auto (latest checkpoint in output_dir), never, or a checkpoint dir")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA/CPU)")
     p.add_argument("--mlm_gather", default="auto", choices=["auto", "boolean", "positions"],
@@ -434,13 +437,9 @@ def peak_flops(device: torch.device, precision: str) -> float | None:
 
 
 def flops_per_token(model, args) -> float:
-    """Training FLOPs per token (fwd + bwd = 3 × fwd), both models with the head at ≈15 % of positions."""
-    if hasattr(model, "flops_per_token"):  # BiGS counts its own (bigs/model.py)
-        return float(model.flops_per_token(args.max_seq_length, mlm_fraction=0.15))
-    H, I, L, V = args.hidden_size, args.intermediate_size, args.max_seq_length, model.config.vocab_size
-    layer = 2 * (4 * H * H + 2 * H * I) + 2 * 2 * L * H  # dense matmuls + QK^T and AV
-    head = 2 * (H * H + H * V) * 0.15
-    return 3.0 * (args.n_layers * layer + head)
+    """Training FLOPs per token (fwd + bwd = 3 × fwd), the head at ≈15 % of the positions; each model
+    counts its own (bigs/model.py, bigs/bert.py)."""
+    return float(model.flops_per_token(args.max_seq_length, mlm_fraction=0.15))
 
 
 def lock_output_dir(out: Path):
@@ -484,21 +483,17 @@ def install_stop_handlers(stop: dict) -> None:
 # ----------------------------------------------------------------------------- model
 def build_model(args, device_kind: str):
     if args.model_type == "bert":  # the paper's baseline, same data and sizes
-        from transformers import BertConfig
+        from bigs.bert import BertForMaskedLMMaskedHead, bert_config
 
-        from bigs.bert import BertForMaskedLMMaskedHead
-
-        cfg = BertConfig(vocab_size=30522, hidden_size=args.hidden_size, num_hidden_layers=args.n_layers,
-                         num_attention_heads=max(1, args.hidden_size // 64), intermediate_size=args.intermediate_size,
-                         hidden_dropout_prob=args.hidden_dropout_prob, max_position_embeddings=max(512, args.max_seq_length))
+        cfg = bert_config(args.hidden_size, args.n_layers, args.intermediate_size, args.hidden_dropout_prob, args.max_seq_length)
         return BertForMaskedLMMaskedHead(cfg)  # same head trick as BiGS: a fair speed comparison
     from bigs.model import BiGSConfig, BiGSForMaskedLM
 
+    conv = "toeplitz" if device_kind == "xla" else args.conv_impl  # [xla] FFT has no lowering
     cfg = BiGSConfig(hidden_size=args.hidden_size, num_hidden_layers=args.n_layers, intermediate_size=args.intermediate_size,
                      hidden_dropout_prob=args.hidden_dropout_prob, dropout_mask=args.dropout_mask,
-                     max_position_embeddings=args.max_seq_length,
-                     num_ssm=args.num_ssm, ssm_init=args.ssm_init,
-                     conv_impl="toeplitz" if device_kind == "xla" else "auto")  # [xla] FFT has no lowering
+                     max_position_embeddings=args.max_seq_length, num_ssm=args.num_ssm, ssm_init=args.ssm_init,
+                     conv_impl=conv)
     model = BiGSForMaskedLM(cfg)
     for name, prm in model.named_parameters():  # the pooler (kept for the published layout) gets no MLM gradient
         if ".pooler." in name:
@@ -506,52 +501,74 @@ def build_model(args, device_kind: str):
     return model
 
 
-# ----------------------------------------------------------------------------- main
-def main(argv=None, index: int = 0) -> int:
-    args = parse_args(argv)
-    out = Path(args.output_dir)
-    stop = {"signal": None}  # set by a signal; the loop checks it after each step
-    install_stop_handlers(stop)
+def build_optimizer(model, args, verbose: bool):
+    """AdamW with the original's groups, or optax.adafactor's defaults with --adafactor (no weight
+    decay, parameter scaling; bigs/optim.py)."""
+    groups = param_groups(model, args.weight_decay, verbose=verbose)
+    if args.adafactor:
+        from bigs.optim import OptaxAdafactor
 
-    # --- device and processes
-    device_kind = args.device
-    if device_kind == "auto":
-        device_kind = "cuda" if torch.cuda.is_available() else "cpu"
-    if device_kind == "xla":  # [xla]
+        return OptaxAdafactor(groups, lr=args.learning_rate)
+    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                             eps=args.adam_epsilon, weight_decay=args.weight_decay)
+
+
+# ----------------------------------------------------------------------------- set-up steps of main()
+@dataclass
+class Env:
+    """Where this process runs."""
+
+    kind: str  # "cpu" | "cuda" | "xla"
+    device: torch.device
+    rank: int
+    world: int
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def ddp(self) -> bool:  # [ddp] several processes joined by torch.distributed (XLA has its own)
+        return self.world > 1 and self.kind != "xla"
+
+
+def setup_device(args) -> Env:
+    """Pick the device; join the process group ([ddp], launched by torchrun) or the XLA world ([xla])."""
+    kind = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if kind == "xla":  # [xla]
         import torch_xla
-        import torch_xla.core.xla_model as xm
-        import torch_xla.distributed.parallel_loader as pl
         import torch_xla.runtime as xr
 
-        device, rank, world = torch_xla.device(), xr.global_ordinal(), xr.world_size()
-    else:
-        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        if device_kind == "cuda":  # [cuda]
-            if not torch.cuda.is_available():
-                raise BigsError("--device: cuda requested but torch.cuda.is_available() is False")
-            torch.cuda.set_device(local_rank)
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-            device = torch.device("cuda", local_rank)
-        else:
-            device = torch.device("cpu")
-        if world > 1:  # [ddp]
-            dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
-    master = rank == 0
-    args.gradient_accumulation_steps = accumulation_steps(args, world)  # before anything is written
-    import transformers
+        return Env(kind, torch_xla.device(), xr.global_ordinal(), xr.world_size())
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    device = torch.device("cpu")
+    if kind == "cuda":  # [cuda]
+        if not torch.cuda.is_available():
+            raise BigsError("--device: cuda requested but torch.cuda.is_available() is False")
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if world > 1:  # [ddp]
+        dist.init_process_group("nccl" if kind == "cuda" else "gloo")
+    return Env(kind, device, rank, world)
 
-    transformers.utils.logging.disable_progress_bar()  # no "Writing model shards" bars in the logs
-    autocast = torch.autocast(device_type="cuda" if device_kind == "cuda" else ("xla" if device_kind == "xla" else "cpu"),
-                              dtype=torch.bfloat16) if args.precision == "bf16" else contextlib.nullcontext()
 
-    # --- data (fail fast: training never builds data)
-    train_shards = list_shards(args.dataset_path, "train")
-    test_shards = list_shards(args.dataset_path, "test") if args.do_eval else []
-    cache_dir = Path(args.shard_cache_dir or out / ".shard-cache") / f"rank{rank}"
+def all_reduce_sum(values: list[float], env: Env) -> list[float]:
+    """Σ over ranks of a few host numbers ([ddp]); unchanged on one process and on XLA."""
+    if not env.ddp:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=env.device)
+    dist.all_reduce(t)
+    return t.tolist()
 
-    # --- output dir: writable, and not in use by another live run
+
+def prepare_output_dir(args, master: bool):
+    """Make output_dir, check it is writable and not in use (rank 0 locks it), and decide what to
+    resume: the newest complete checkpoint (--resume auto), a named one, or none — old checkpoints
+    are then moved aside with --overwrite_output_dir and never deleted. Returns (checkpoint or
+    None, the lock file to keep open for the run)."""
+    out = Path(args.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"  # one per process: ranks share the dir
@@ -559,9 +576,7 @@ def main(argv=None, index: int = 0) -> int:
         probe.unlink()
     except OSError as exc:
         raise BigsError(f"{out}: --output_dir: not writable ({exc.strerror or exc})") from exc
-    lock = lock_output_dir(out) if master else None  # noqa: F841 (held open until the process ends)
-
-    # --- resume or start over
+    lock = lock_output_dir(out) if master else None
     ckpts = complete_checkpoints(out)
     resume_from = None
     if args.resume == "auto":
@@ -570,129 +585,189 @@ def main(argv=None, index: int = 0) -> int:
         resume_from = Path(args.resume)
         if not (resume_from / "trainer_state.json").is_file():
             raise BigsError(f"{resume_from}: trainer_state.json: not a complete checkpoint (--resume)")
+    if resume_from is None and ckpts and not args.overwrite_output_dir:
+        raise BigsError(f"{out}: --output_dir holds {ckpts[-1].name}; use --resume auto to continue it, "
+                        "or --resume never --overwrite_output_dir to start over (old checkpoints are moved aside)")
+    if not master:
+        return resume_from, lock
     if resume_from is None and ckpts:
-        if not args.overwrite_output_dir:
-            raise BigsError(f"{out}: --output_dir holds {ckpts[-1].name}; use --resume auto to continue it, "
-                            "or --resume never --overwrite_output_dir to start over (old checkpoints are moved aside)")
-        if master:
-            aside = out / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
-            aside.mkdir()
-            for d in ckpts + [out / "metrics.jsonl", out / "final"]:
-                if d.exists():
-                    d.rename(aside / d.name)
-            print(f"--overwrite_output_dir: moved {len(ckpts)} old checkpoint(s) and metrics to {aside}")
-    if resume_from is None and master:  # nothing resumable: clear a previous attempt's leftovers
+        aside = out / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside.mkdir()
+        for d in ckpts + [out / "metrics.jsonl", out / "final"]:
+            if d.exists():
+                d.rename(aside / d.name)
+        print(f"--overwrite_output_dir: moved {len(ckpts)} old checkpoint(s) and metrics to {aside}")
+    if resume_from is None:  # nothing resumable: clear a previous attempt's leftovers
         (out / "metrics.jsonl").unlink(missing_ok=True)
-    if master:  # checkpoint writes cut short by a kill: never loaded, now removed
-        for tmp in out.glob(".tmp-checkpoint-*"):
-            shutil.rmtree(tmp, ignore_errors=True)
-    if resume_from is not None and args.overwrite_output_dir and master:
+    for tmp in out.glob(".tmp-checkpoint-*"):  # checkpoint writes cut short by a kill: never loaded
+        shutil.rmtree(tmp, ignore_errors=True)
+    if resume_from is not None and args.overwrite_output_dir:
         print(f"resuming from {resume_from} (--overwrite_output_dir never deletes a resumable run; "
               "use --resume never to start over)")
+    return resume_from, lock
 
-    # --- model and optimizer
+
+def print_summary(args, model, env: Env, global_batch: int, n_train: int, n_test: int, step: int, flops_per_step: float):
+    """The start-up summary; the estimated time to finish follows once the speed is known."""
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model {args.model_type}: {n_params:,} parameters, {args.n_layers} layers, H {args.hidden_size}, I {args.intermediate_size}")
+    print(f"device {env.kind} × {env.world}; precision {args.precision}; global batch {global_batch} "
+          f"({args.per_device_train_batch_size} × {env.world} devices × {args.gradient_accumulation_steps} accumulation); "
+          f"{global_batch * args.max_seq_length:,} token positions per step; {n_train} train / {n_test} test shards")
+    print(f"steps {step} -> {args.num_total_train_steps}; ≈{flops_per_step:.3g} FLOPs per step")
+    frac = eval_cost_fraction(args, global_batch, env.world)
+    if not n_test:
+        print("evaluation: off (no test shards or --do_eval false)")
+    elif frac is None:
+        print(f"evaluation every {args.eval_steps} steps and at the end, the whole test split each")
+    else:
+        print(f"evaluation every {args.eval_steps} steps and at the end, {args.eval_batches} batches × "
+              f"{args.per_device_eval_batch_size} × {env.world} devices each: ≈{frac:.2%} of the training compute")
+    if is_paper_recipe(args) and global_batch != PAPER_GLOBAL_BATCH:
+        print(f"warning: the paper's recipe (23 layers, H 1024, 100k steps) uses a global batch of {PAPER_GLOBAL_BATCH}, "
+              f"this run {global_batch}: pass --global_batch_size {PAPER_GLOBAL_BATCH}", file=sys.stderr)
+
+
+class MetricsLog:
+    """metrics.jsonl (and TensorBoard events with --tensorboard), written by rank 0 only."""
+
+    def __init__(self, out: Path, tensorboard: bool, master: bool):
+        self.f = open(out / "metrics.jsonl", "a") if master else None
+        self.tb = None
+        if tensorboard and master:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tb"))
+            except ImportError:
+                print("warning: --tensorboard: tensorboard is not installed; writing metrics.jsonl only", file=sys.stderr)
+
+    def __call__(self, record: dict) -> None:
+        if self.f is None:
+            return
+        self.f.write(json.dumps(record) + "\n")
+        self.f.flush()
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("step", "kind"):
+                    self.tb.add_scalar(f"{record['kind']}/{k}", v, record["step"])
+
+    def close(self) -> None:
+        for h in (self.f, self.tb):
+            if h is not None:
+                h.close()
+
+
+def evaluate_test(model, test_shards, args, env: Env, fixed_shape: bool, cache_dir: Path) -> dict:
+    """Masked-LM metrics on the test shards (bigs.evaluate's function), token-weighted over ranks."""
+    from bigs.evaluate import evaluate_mlm, mlm_metrics, shard_batches
+
+    batches = shard_batches(test_shards, args.per_device_eval_batch_size, rank=env.rank, world=env.world,
+                            fixed_shape=fixed_shape, cache_dir=cache_dir / "test")
+    if env.kind == "xla":  # [xla] one graph per batch (the loader marks the step)
+        import torch_xla.distributed.parallel_loader as pl
+
+        batches = pl.MpDeviceLoader(batches, env.device)
+    res = evaluate_mlm(model, batches, env.device, max_batches=args.eval_batches or None,
+                       autocast_dtype=torch.bfloat16 if args.precision == "bf16" else None)
+    if env.ddp:  # [ddp] token-weighted sums over ranks
+        n = res["eval_tokens"]
+        res.update(mlm_metrics(*all_reduce_sum([res["eval_loss"] * n, res["eval_accuracy"] * n, n], env)))
+    return res
+
+
+def loss_weights(micro: list[dict], env: Env) -> list[float]:
+    """Each micro-batch's share of the global batch's loss: its labelled tokens / all labelled tokens
+    of the global batch, whatever the split over ranks and accumulation steps (so DDP == one process
+    at the same global batch). Counted on the host labels: no device sync."""
+    if env.kind == "xla":  # [xla] counts would end the lazy graph: per-replica mean, as the original (pmean)
+        return [1.0 / len(micro)] * len(micro)
+    counts = [int((b["labels"] != -100).sum()) for b in micro]
+    (total,) = all_reduce_sum([float(sum(counts))], env)
+    return [c / max(total, 1.0) for c in counts]
+
+
+def train_record(step, tokens_seen, n_steps, dt, wall, loss, lr, grad_norm, args, tokens_per_step, fpt, peak, world) -> dict:
+    """One metrics.jsonl training line: the mean loss and the speed over the last `n_steps` steps."""
+    tps = n_steps * tokens_per_step / max(dt, 1e-9)
+    return {"kind": "train", "step": step, "tokens_seen": tokens_seen, "wall_time": round(wall, 3), "loss": loss, "lr": lr,
+            "grad_norm": grad_norm, "tokens_per_s": tps, "samples_per_s": tps / args.max_seq_length,
+            "mfu": (tps * fpt / (peak * world)) if peak else None,
+            "eta_s": round((args.num_total_train_steps - step) * dt / n_steps, 1)}
+
+
+def human_time(s: float) -> str:
+    return f"{s / 3600:.1f} h" if s >= 3600 else (f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s")
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv=None, index: int = 0) -> int:
+    args = parse_args(argv)
+    out = Path(args.output_dir)
+    stop = {"signal": None}  # set by a signal handler; the loop checks it after each step
+    install_stop_handlers(stop)
+    env = setup_device(args)
+    master = env.master
+    args.gradient_accumulation_steps = accumulation_steps(args, env.world)  # before anything is written
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # no "Writing model shards" bars in the logs
+    autocast = (torch.autocast(device_type=env.kind, dtype=torch.bfloat16) if args.precision == "bf16"
+                else contextlib.nullcontext())
+
+    # --- data (fail fast: training never builds data), output dir, what to resume
+    train_shards = list_shards(args.dataset_path, "train")
+    test_shards = list_shards(args.dataset_path, "test") if args.do_eval else []
+    cache_dir = Path(args.shard_cache_dir or out / ".shard-cache") / f"rank{env.rank}"
+    resume_from, lock = prepare_output_dir(args, master)  # noqa: F841 (the lock is held until the process ends)
+
+    # --- model, optimizer, resume
     torch.manual_seed(args.seed)  # same initial weights on every rank
     random.seed(args.seed)
     np.random.seed(args.seed)
-    model = build_model(args, device_kind).to(device)
-    if device_kind == "xla":  # [xla] moving to the device re-creates parameters: tie the decoder again
+    model = build_model(args, env.kind).to(env.device)
+    if env.kind == "xla":  # [xla] moving to the device re-creates parameters: tie the decoder again
         model.tie_weights()
-    groups = param_groups(model, args.weight_decay, verbose=master)
-    if args.adafactor:  # optax.adafactor's defaults, as the original: no weight decay, parameter scaling
-        from bigs.optim import OptaxAdafactor
-
-        optimizer = OptaxAdafactor(groups, lr=args.learning_rate)
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-                                      eps=args.adam_epsilon, weight_decay=args.weight_decay)
+    optimizer = build_optimizer(model, args, verbose=master)
     step, position, tokens_seen = 0, None, 0
-    torch.manual_seed(args.seed + 1000 * (rank + 1))  # dropout masks differ per rank
+    torch.manual_seed(args.seed + 1000 * (env.rank + 1))  # dropout masks differ per rank
     if resume_from is not None:
         state = load_checkpoint(resume_from, model, optimizer)
-        restore_rng(resume_from, state, rank)
+        restore_rng(resume_from, state, env.rank)
         step, position, tokens_seen = state["step"], tuple(state["data_position"]), state["tokens_seen"]
         if master:
             truncate_metrics(out / "metrics.jsonl", step)
             print(f"resumed from {resume_from} at step {step}")
-    train_model = model
-    if args.compile:
-        train_model = torch.compile(train_model)
-    if world > 1 and device_kind != "xla":  # [ddp]
-        train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=[device.index] if device_kind == "cuda" else None)
+    train_model = torch.compile(model) if args.compile else model
+    if env.ddp:  # [ddp]
+        train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=[env.device.index] if env.kind == "cuda" else None)
 
-    fixed_shape = args.mlm_gather == "positions" or (args.mlm_gather == "auto" and device_kind == "xla")  # [xla] no data-dependent shapes
-    stream = TrainStream(train_shards, args.per_device_train_batch_size, rank, world, args.seed, cache_dir, position, fixed_shape,
-                         args.max_seq_length, max_visits=args.max_train_shards, accumulation=args.gradient_accumulation_steps)
+    # --- this rank's micro-batches
+    fixed_shape = args.mlm_gather == "positions" or (args.mlm_gather == "auto" and env.kind == "xla")  # [xla] static shapes
+    stream = TrainStream(train_shards, args.per_device_train_batch_size, env.rank, env.world, args.seed, cache_dir, position,
+                         fixed_shape, args.max_seq_length, max_visits=args.max_train_shards,
+                         accumulation=args.gradient_accumulation_steps)
     batches = iter(stream)
-    if device_kind == "xla":  # [xla] host->device copies in the background, fixed shapes
-        batches = iter(pl.MpDeviceLoader(stream, device))
+    if env.kind == "xla":  # [xla] host->device copies in the background, fixed shapes
+        import torch_xla
+        import torch_xla.core.xla_model as xm
+        import torch_xla.distributed.parallel_loader as pl
 
-    # --- start-up summary
-    global_batch = args.per_device_train_batch_size * world * args.gradient_accumulation_steps
+        batches = iter(pl.MpDeviceLoader(stream, env.device))
+
+    global_batch = args.per_device_train_batch_size * env.world * args.gradient_accumulation_steps
     tokens_per_step = global_batch * args.max_seq_length
-    n_params = sum(p.numel() for p in model.parameters())
-    fpt = flops_per_token(model, args)
-    peak = peak_flops(device, args.precision)
+    fpt, peak = flops_per_token(model, args), peak_flops(env.device, args.precision)
     if master:
-        print(f"model {args.model_type}: {n_params:,} parameters, {args.n_layers} layers, H {args.hidden_size}, I {args.intermediate_size}")
-        print(f"device {device_kind} × {world}; precision {args.precision}; global batch {global_batch} "
-              f"({args.per_device_train_batch_size} × {world} devices × {args.gradient_accumulation_steps} accumulation); "
-              f"{tokens_per_step:,} token positions per step; {len(train_shards)} train / {len(test_shards)} test shards")
-        print(f"steps {step} -> {args.num_total_train_steps}; ≈{fpt * tokens_per_step:.3g} FLOPs per step")
-        frac = eval_cost_fraction(args, global_batch, world)
-        print(f"evaluation every {args.eval_steps} steps and at the end, "
-              + (f"{args.eval_batches} batches × {args.per_device_eval_batch_size} × {world} devices each: "
-                 f"≈{frac:.2%} of the training compute" if frac is not None else "the whole test split each")
-              if test_shards else "evaluation: off (no test shards or --do_eval false)")
-        if is_paper_recipe(args) and global_batch != PAPER_GLOBAL_BATCH:
-            print(f"warning: the paper's recipe (23 layers, H 1024, 100k steps) uses a global batch of {PAPER_GLOBAL_BATCH}, "
-                  f"this run {global_batch}: pass --global_batch_size {PAPER_GLOBAL_BATCH}", file=sys.stderr)
-
-    # --- logging
-    metrics_f = open(out / "metrics.jsonl", "a") if master else None
-    tb = None
-    if args.tensorboard and master:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            tb = SummaryWriter(str(out / "tb"))
-        except ImportError:
-            print("warning: --tensorboard: tensorboard is not installed; writing metrics.jsonl only", file=sys.stderr)
-
-    def log(record: dict) -> None:
-        if not master:
-            return
-        metrics_f.write(json.dumps(record) + "\n")
-        metrics_f.flush()
-        if tb is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k not in ("step", "kind"):
-                    tb.add_scalar(f"{record['kind']}/{k}", v, record["step"])
-
-    def run_eval() -> dict:
-        from bigs.evaluate import evaluate_mlm, shard_batches
-
-        batches = shard_batches(test_shards, args.per_device_eval_batch_size, rank=rank, world=world,
-                                fixed_shape=fixed_shape, cache_dir=cache_dir / "test")
-        if device_kind == "xla":  # [xla] one graph per batch (the loader marks the step)
-            batches = pl.MpDeviceLoader(batches, device)
-        res = evaluate_mlm(model, batches, device,
-                           max_batches=args.eval_batches or None,
-                           autocast_dtype=torch.bfloat16 if args.precision == "bf16" else None)
-        if world > 1 and device_kind != "xla":  # [ddp] token-weighted sums over ranks
-            t = torch.tensor([res["eval_loss"] * res["eval_tokens"], res["eval_accuracy"] * res["eval_tokens"], res["eval_tokens"]],
-                             dtype=torch.float64, device=device)
-            dist.all_reduce(t)
-            res.update(eval_loss=(t[0] / t[2]).item(), eval_accuracy=(t[1] / t[2]).item(), eval_tokens=int(t[2].item()))
-            res["eval_perplexity"] = math.exp(min(res["eval_loss"], 50.0))
-        return res
+        print_summary(args, model, env, global_batch, len(train_shards), len(test_shards), step, fpt * tokens_per_step)
+    log = MetricsLog(out, args.tensorboard, master)
 
     def checkpoint(at_step: int) -> Path:
-        if device_kind == "xla":  # [xla] run the pending graph once, so each .cpu() below is a plain copy
+        if env.kind == "xla":  # [xla] run the pending graph once, so each .cpu() below is a plain copy
             torch_xla.sync()
         state = {"step": at_step, "tokens_seen": tokens_seen, "data_position": list(stream.position()),
-                 "world_size": world, "args": vars(args)}
-        return save_checkpoint(out, at_step, model, optimizer, state, rank, world, args.save_total_limit)
+                 "world_size": env.world, "args": vars(args)}
+        return save_checkpoint(out, at_step, model, optimizer, state, env.rank, env.world, args.save_total_limit)
 
     poison = int(os.environ.get("BIGS_FAULT_NAN_AT_STEP", -1))  # fault injection for tests
     bar = None
@@ -702,47 +777,35 @@ def main(argv=None, index: int = 0) -> int:
         bar = tqdm(total=args.num_total_train_steps, initial=step, desc="pretrain", dynamic_ncols=True,
                    mininterval=1.0 if sys.stderr.isatty() else 30.0)
     train_model.train()
-    t_log, loss_sum, loss_n, grad_norm = time.time(), 0.0, 0, float("nan")
-    t_start, eta_told = time.time(), False
+    t_start = t_log = time.time()
+    loss_sum, loss_n, eta_told = 0.0, 0, False
     while step < args.num_total_train_steps:
         lr = lr_at(step, args)
         for g in optimizer.param_groups:
             g["lr"] = lr * g.get("lr_mult", 1.0)
-        # Loss = sum of cross-entropy over every masked token of the global batch / their number,
-        # whatever the split over ranks and accumulation steps (so DDP == one process at the same
-        # global batch). The counts come from host-side labels: no device sync.
         try:
             micro = [next(batches) for _ in range(args.gradient_accumulation_steps)]
         except StopIteration:  # --max_train_shards visits done (the original's other stop)
             if master:
                 print(f"\n--max_train_shards: {args.max_train_shards} shard visits done at step {step}; stopping")
             break
-        if device_kind == "xla":  # [xla] counts would end the lazy graph: per-replica mean, as the original (pmean)
-            weights = [1.0 / len(micro)] * len(micro)
-        else:
-            counts = [int((b["labels"] != -100).sum()) for b in micro]
-            total = sum(counts)
-            if world > 1:  # [ddp]
-                t = torch.tensor([total], dtype=torch.float64, device=device)
-                dist.all_reduce(t)
-                total = int(t.item())
-            weights = [c / max(total, 1) for c in counts]
-        loss_acc = torch.zeros((), device=device)
+        # Loss = Σ cross-entropy over every masked token of the global batch / their number.
+        weights = loss_weights(micro, env)
+        loss_acc = torch.zeros((), device=env.device)
         for i, batch in enumerate(micro):
-            if device_kind != "xla":
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            if env.kind != "xla":
+                batch = {k: v.to(env.device, non_blocking=True) for k, v in batch.items()}
             last = i == len(micro) - 1
-            with (contextlib.nullcontext() if last or world == 1 or device_kind == "xla" else train_model.no_sync()):  # [ddp]
+            with contextlib.nullcontext() if last or not env.ddp else train_model.no_sync():  # [ddp] sync once per step
                 with autocast:
                     loss = train_model(**batch).loss * weights[i]
                 if step == poison:
                     loss = loss * float("nan")
-                # DDP averages gradients over ranks; × world turns that into the global sum.
-                (loss * (world if device_kind != "xla" else 1)).backward()
+                (loss * (env.world if env.ddp else 1)).backward()  # DDP averages over ranks; × world = the sum
             loss_acc += loss.detach()
         clip = args.max_grad_norm if args.max_grad_norm > 0 else float("inf")
-        grad_norm_t = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        if device_kind == "xla":  # [xla] all-reduce of gradients across cores + step
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        if env.kind == "xla":  # [xla] all-reduce of gradients across cores + step
             xm.optimizer_step(optimizer)
         else:
             optimizer.step()
@@ -750,58 +813,44 @@ def main(argv=None, index: int = 0) -> int:
         step += 1
         tokens_seen += tokens_per_step
         log_now = step % args.logging_steps == 0 or step == args.num_total_train_steps
-        if device_kind != "xla" or log_now:  # [xla] reading a value ends the lazy graph: only at log steps
-            loss_val = loss_acc.item()
-            if world > 1 and device_kind != "xla":  # [ddp] each rank holds its share of the global mean
-                t = torch.tensor([loss_val], device=device)
-                dist.all_reduce(t)
-                loss_val = t.item()
+        if env.kind != "xla" or log_now:  # [xla] reading a value ends the lazy graph: only at log steps
+            (loss_val,) = all_reduce_sum([loss_acc.item()], env)  # [ddp] each rank holds its share
             if not math.isfinite(loss_val):
-                last = complete_checkpoints(out)
-                msg = f"non-finite loss ({loss_val}) at step {step}; last good checkpoint: {last[-1] if last else 'none'}"
-                print(f"error: {msg}", file=sys.stderr)
+                last_good = complete_checkpoints(out)
+                print(f"error: non-finite loss ({loss_val}) at step {step}; last good checkpoint: "
+                      f"{last_good[-1] if last_good else 'none'}", file=sys.stderr)
                 return EXIT_NONFINITE
             loss_sum, loss_n = loss_sum + loss_val, loss_n + 1
         if bar is not None:
             bar.update(1)
         if log_now:
-            dt = time.time() - t_log
-            n_steps = args.logging_steps if step % args.logging_steps == 0 else step % args.logging_steps
-            tps = n_steps * tokens_per_step / max(dt, 1e-9)
-            rec = {"kind": "train", "step": step, "tokens_seen": tokens_seen, "wall_time": round(time.time() - t_start, 3),
-                   "loss": loss_sum / max(loss_n, 1), "lr": lr, "grad_norm": float(grad_norm_t),
-                   "tokens_per_s": tps, "samples_per_s": tps / args.max_seq_length,
-                   "mfu": (tps * fpt / (peak * world)) if peak else None}
-            rec["eta_s"] = round((args.num_total_train_steps - step) * dt / n_steps, 1)
-            if master and not eta_told:  # the start-up summary's last line, once the speed is known
-                eta = rec["eta_s"]
-                human = f"{eta / 3600:.1f} h" if eta >= 3600 else (f"{eta / 60:.1f} min" if eta >= 60 else f"{eta:.0f} s")
-                print(f"\nestimated time to finish: {human} at {tps:,.0f} tokens/s")
-                eta_told = True
-            if device_kind == "xla":  # [xla] compile count must stop growing after warm-up
+            n_steps = step % args.logging_steps or args.logging_steps
+            rec = train_record(step, tokens_seen, n_steps, time.time() - t_log, time.time() - t_start, loss_sum / max(loss_n, 1),
+                               lr, float(grad_norm), args, tokens_per_step, fpt, peak, env.world)
+            if env.kind == "xla":  # [xla] compile count must stop growing after warm-up
                 import torch_xla.debug.metrics as met
 
                 rec["xla_compiles"] = (met.metric_data("CompileTime") or [0])[0]
             log(rec)
+            if master and not eta_told:  # the start-up summary's last line, once the speed is known
+                print(f"\nestimated time to finish: {human_time(rec['eta_s'])} at {rec['tokens_per_s']:,.0f} tokens/s")
+                eta_told = True
             if bar is not None:
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{rec['tokens_per_s']:,.0f}")
             t_log, loss_sum, loss_n = time.time(), 0.0, 0
         if test_shards and (step % args.eval_steps == 0 or step == args.num_total_train_steps):
-            res = run_eval()
+            res = evaluate_test(model, test_shards, args, env, fixed_shape, cache_dir)
             log({"kind": "eval", "step": step, "tokens_seen": tokens_seen, "wall_time": round(time.time() - t_start, 3), **res})
             if master:
                 print(f"\nstep {step}: eval loss {res['eval_loss']:.4f} acc {res['eval_accuracy']:.4f} ppl {res['eval_perplexity']:.2f}")
             t_log = time.time()
-        stopping = stop["signal"] is not None
-        if world > 1 and device_kind != "xla":  # [ddp] stop together
-            t = torch.tensor([float(stopping)], device=device)
-            dist.all_reduce(t)
-            stopping = t.item() > 0
+        (stopping,) = all_reduce_sum([float(stop["signal"] is not None)], env)  # [ddp] stop together
         if step % args.save_steps == 0 or stopping:
             path = checkpoint(step)
             if stopping:
                 if master:
-                    print(f"stopped by {stop['signal'] or 'a peer rank'} at step {step}; checkpoint {path}; exit {EXIT_PREEMPTED} (requeue to resume)")
+                    print(f"stopped by {stop['signal'] or 'a peer rank'} at step {step}; checkpoint {path}; "
+                          f"exit {EXIT_PREEMPTED} (requeue to resume)")
                 return EXIT_PREEMPTED
     if bar is not None:
         bar.close()
@@ -809,7 +858,7 @@ def main(argv=None, index: int = 0) -> int:
     # --- the end: final checkpoint (resumable) and final/ (model only, for evaluation and sharing)
     if step % args.save_steps != 0:  # the loop saved at multiples of save_steps; same decision on every rank
         checkpoint(step)
-    if device_kind == "xla":  # [xla]
+    if env.kind == "xla":  # [xla]
         torch_xla.sync()
     if master:
         with atomic_dir(out / "final") as tmp:
@@ -817,11 +866,9 @@ def main(argv=None, index: int = 0) -> int:
             save_tokenizer(tmp)
             (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "tokens_seen": tokens_seen}))
         print(f"done: {step} steps, {tokens_seen:,} token positions; model in {out / 'final'}")
-        metrics_f.close()
-        if tb is not None:
-            tb.close()
+    log.close()
     shutil.rmtree(cache_dir, ignore_errors=True)  # staged gs:// shards
-    if world > 1 and device_kind != "xla":  # [ddp]
+    if env.ddp:  # [ddp]
         dist.destroy_process_group()
     return 0
 
