@@ -170,7 +170,8 @@ def reference_run(shards, tmp_path_factory) -> Path:
 def test_kill9_at_random_step_then_resume_is_bit_identical(shards, tmp_path, reference_run):
     ref = reference_run
     out = tmp_path / "killed"
-    kill_at = random.Random().randint(12, 35)
+    seed = int(os.environ.get("BIGS_TEST_SEED", "20261202"))  # replay a failure: BIGS_TEST_SEED=<seed in the message>
+    kill_at = random.Random(seed).randint(12, 35)
     proc = subprocess.Popen([sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=40)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -181,11 +182,11 @@ def test_kill9_at_random_step_then_resume_is_bit_identical(shards, tmp_path, ref
             break
         time.sleep(0.005)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL, f"run ended before the kill at step {kill_at}"
+    assert proc.returncode == -signal.SIGKILL, f"run ended before the kill at step {kill_at} (BIGS_TEST_SEED={seed})"
     assert not (out / "final").exists()
     r = run_cli(tiny_args(shards, out, steps=40))
     assert "resumed from" in r.stdout
-    assert weights_hash(out / "final") == weights_hash(ref / "final")
+    assert weights_hash(out / "final") == weights_hash(ref / "final"), f"killed at step {kill_at} (BIGS_TEST_SEED={seed})"
     steps = [m["step"] for m in metrics(out)]
     assert steps == sorted(set(steps)) and steps[-1] == 40  # no duplicated log lines after resume
 
@@ -244,9 +245,11 @@ def test_nan_loss_stops_with_step_and_last_good_checkpoint(shards, tmp_path):
     r = run_cli(tiny_args(shards, out, steps=40), env={"BIGS_FAULT_NAN_AT_STEP": "14"}, check=False)
     assert r.returncode == 4
     assert "non-finite loss" in r.stderr and "at step 15" in r.stderr and "checkpoint-10" in r.stderr
-    assert weights_hash(out / "checkpoint-10") and not (out / "checkpoint-20").exists()
-    assert all(math.isfinite(v) for v in __import__("safetensors.torch").torch.load_file(
-        str(out / "checkpoint-10" / "model.safetensors"))["cls.predictions.bias"].tolist())
+    assert (out / "checkpoint-10" / "trainer_state.json").is_file() and not (out / "checkpoint-20").exists()
+    from safetensors.torch import load_file
+
+    saved = load_file(str(out / "checkpoint-10" / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in saved.values())  # the last good checkpoint holds no NaN
 
 
 def test_existing_run_is_never_destroyed_silently(shards, tmp_path):
