@@ -14,9 +14,7 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 
 
-validate_config(
-    config, "schemas/config.schema.yaml"
-)  # before any job; errors name the key
+validate_config(config)  # before any job; errors name the key
 
 shell.prefix(JOB_PREFIX)  # strict bash; `bigs` from this checkout, also in conda envs
 
@@ -40,7 +38,6 @@ include: "rules/finetune.smk"
 rule all:
     default_target: True
     input:
-        stage_targets("inspect"),
         stage_targets("pretrain"),
     localrule: True
 

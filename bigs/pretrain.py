@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from bigs.data.format import batch_tensors, list_shards, read_shard
+from bigs.data.format import batch_tensors, list_shards, read_shard, sequence_length
 from bigs.errors import BigsError, atomic_dir, atomic_path, cli_main
 
 EXIT_PREEMPTED = 3
@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model_type", default="s4-bert", choices=["s4-bert", "bert"])
     p.add_argument("--overwrite_output_dir", action="store_true",
                    help="allow a fresh start in a non-empty output_dir; with --resume auto a checkpoint there is still resumed")
-    p.add_argument("--max_seq_length", type=positive(int), default=128)
+    p.add_argument("--max_seq_length", type=positive(int), default=None,
+                   help="the model's length; default: the shards' (every shard is checked against it)")
     p.add_argument("--per_device_train_batch_size", type=positive(int), default=131)
     p.add_argument("--per_device_eval_batch_size", type=positive(int), default=131)
     p.add_argument("--learning_rate", type=positive(float), default=6e-4)
@@ -97,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout_mask", default="shared", choices=["shared", "per_example"],
                    help="shared: one embedding-dropout mask per micro-batch, as the original (REFERENCE.md §5a)")
     p.add_argument("--num_ssm", type=positive(int), default=64)
-    p.add_argument("--max_predictions_per_seq", type=positive(int), default=20)
+    p.add_argument("--max_predictions_per_seq", type=positive(int), default=20,
+                   help="accepted for the seed's command; the shards hold the masked positions")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--num_workers", type=int, default=4, help="accepted for compatibility; shards load in a background thread")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="original flag; bfloat16 = --precision bf16")
@@ -132,8 +134,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     if args.precision is None:
         args.precision = "bf16" if args.dtype == "bfloat16" else "fp32"
-    if args.max_predictions_per_seq >= args.max_seq_length:
-        raise BigsError(f"--max_predictions_per_seq: {args.max_predictions_per_seq} must be < --max_seq_length {args.max_seq_length}")
     if args.warmup_steps < 0 or args.warmup_steps > args.num_total_train_steps:
         raise BigsError(f"--warmup_steps: {args.warmup_steps} must be in [0, --num_total_train_steps]")
     if not args.do_train:
@@ -719,6 +719,8 @@ def main(argv=None, index: int = 0) -> int:
     train_shards = list_shards(args.dataset_path, "train")
     test_shards = list_shards(args.dataset_path, "test") if args.do_eval else []
     cache_dir = Path(args.shard_cache_dir or out / ".shard-cache") / f"rank{env.rank}"
+    if args.max_seq_length is None:  # the data's own length (the workflow passes none for a downloaded corpus)
+        args.max_seq_length = sequence_length(train_shards[0])
     resume_from, lock = prepare_output_dir(args, master)  # noqa: F841 (the lock is held until the process ends)
 
     # --- model, optimizer, resume

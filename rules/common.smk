@@ -39,23 +39,51 @@ def _describe(err):
     return f"{key}: {err.message}"
 
 
-def validate_config(config, schema):
-    """Schema check, then cross-key checks, all before any job runs; every message names the
-    key (issue 7). snakemake's validate() then fills the schema's defaults into `config`.
-    """
-    import jsonschema
+def load_schema(schema):
     import yaml
 
     with open(Path(workflow.basedir) / schema) as f:
-        spec = yaml.safe_load(f)
+        return yaml.safe_load(f)
+
+
+SCHEMA_FILE = "schemas/config.schema.yaml"
+SCHEMA = load_schema(SCHEMA_FILE)
+# The flags of `python -m bigs.pretrain` the workflow sets, in order: the schema's pretrain block.
+PRETRAIN_FLAGS = list(SCHEMA["properties"]["pretrain"]["properties"])
+
+
+def run_schema(spec):
+    """A `runs:` entry: name + any pretrain key, by the pretrain block's definitions minus their
+    defaults (unset keys inherit from `pretrain:`, they are not reset to the defaults).
+    """
+    flags = spec["properties"]["pretrain"]["properties"]
+    props = {
+        k: {kk: v for kk, v in d.items() if kk != "default"} for k, d in flags.items()
+    }
+    item = dict(spec["properties"]["runs"]["items"])
+    item["properties"] = {**item["properties"], **props}
+    item["additionalProperties"] = False
+    return item
+
+
+def validate_config(config):
+    """Schema check, then cross-key checks, all before any job runs; every message names the
+    key, so a typo never starts a 100k-step job. snakemake's validate() then fills the schema's defaults into `config`.
+    """
+    import copy
+
+    import jsonschema
+
+    spec = copy.deepcopy(SCHEMA)
+    spec["properties"]["runs"]["items"] = run_schema(spec)
     errors = sorted(
         jsonschema.Draft202012Validator(spec).iter_errors(config),
         key=lambda e: _key(e.absolute_path),
     )
     if errors:
         lines = "\n".join(f"  {_describe(e)}" for e in errors)
-        raise WorkflowError(f"Invalid config (schemas/config.schema.yaml):\n{lines}")
-    validate(config, schema)
+        raise WorkflowError(f"Invalid config ({SCHEMA_FILE}):\n{lines}")
+    validate(config, SCHEMA_FILE)
 
     names = [r["name"] for r in config["runs"]]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -74,19 +102,6 @@ def validate_config(config, schema):
                 f"Invalid config: runs[{run['name']}]: warmup_steps ({s['warmup_steps']}) must be "
                 f"<= num_total_train_steps ({s['num_total_train_steps']})"
             )
-        if s["max_predictions_per_seq"] >= s["max_seq_length"]:
-            raise WorkflowError(
-                f"Invalid config: runs[{run['name']}]: max_predictions_per_seq "
-                f"({s['max_predictions_per_seq']}) must be < max_seq_length ({s['max_seq_length']})"
-            )
-        if config["corpus"]["source"] == "raw":
-            # The shards are built for one length; the model must be trained on that length.
-            for k in ("max_seq_length", "max_predictions_per_seq"):
-                if s[k] != config["samples"][k]:
-                    raise WorkflowError(
-                        f"Invalid config: runs[{run['name']}].{k} / pretrain.{k} = {s[k]} "
-                        f"differs from samples.{k} = {config['samples'][k]}: make them equal"
-                    )
     s = config["samples"]
     if s["max_predictions_per_seq"] >= s["max_seq_length"]:
         raise WorkflowError(
@@ -208,19 +223,6 @@ def dataset_inputs():
 
 
 # ---------------------------------------------------------------------------- command lines
-# The seed's flags in the seed's order (REFERENCE.md §1), then the ones bigs.pretrain adds.
-SEED_FLAGS = [
-    "model_type", "max_seq_length", "weight_decay", "per_device_train_batch_size",
-    "per_device_eval_batch_size", "learning_rate", "overwrite_output_dir", "max_train_shards",
-    "adam_beta1", "adam_beta2", "logging_steps", "save_steps", "eval_steps", "n_layers",
-    "warmup_steps", "num_total_train_steps", "hidden_dropout_prob", "hidden_size",
-    "intermediate_size", "schedule_type",
-]  # fmt: skip
-EXTRA_FLAGS = [
-    "num_ssm", "adam_epsilon", "seed", "cosine_schedule_alpha", "max_predictions_per_seq",
-    "dtype", "device", "precision", "global_batch_size", "gradient_accumulation_steps", "max_grad_norm",
-    "ssm_init", "eval_batches", "save_total_limit", "compile",
-]  # fmt: skip
 
 
 def _flag(key, value):
@@ -234,10 +236,14 @@ def _flag(key, value):
 
 
 def pretrain_args(run, output_dir, dataset):
-    """The flags of `python -m bigs.pretrain` for one run, shell-quoted."""
+    """The flags of `python -m bigs.pretrain` for one run, shell-quoted. The sequence length is
+    the data's: samples.max_seq_length when built here; a downloaded corpus's shards tell
+    bigs.pretrain themselves."""
     s = run_settings(run)
     args = [f"--output_dir={output_dir}", f"--dataset_path={dataset}"]
-    for key in SEED_FLAGS + EXTRA_FLAGS:
+    if corpus_source() == "raw":
+        args += _flag("max_seq_length", config["samples"]["max_seq_length"])
+    for key in PRETRAIN_FLAGS:
         args += _flag(key, s[key])
     return " ".join(q(a) for a in args)
 
@@ -326,9 +332,14 @@ def stage_targets(stage):
         return [f"results/evaluate/{r}.json" for r in runs]
     if stage == "plots":
         return [f"results/plots/{p}.png" for p in PLOTS] + ["results/plots/summary.md"]
-    assert stage == "pretrain", stage
+    assert stage == "pretrain", stage  # the main target: everything the report shows
     models = [f"results/pretrain/{r}/final/model.safetensors" for r in runs]
-    return models + stage_targets("evaluate") + stage_targets("plots")
+    return (
+        models
+        + stage_targets("inspect")
+        + stage_targets("evaluate")
+        + stage_targets("plots")
+    )
 
 
 def vocab_args():
@@ -337,7 +348,7 @@ def vocab_args():
     return f"--vocab_file {q(v)}" if v else ""
 
 
-# ---------------------------------------------------------------------------- GLUE fine-tuning (issue 10)
+# ---------------------------------------------------------------------------- GLUE fine-tuning
 # Directory names of the GLUE download script (bigs/glue.py TASKS is the full table).
 GLUE_DIRS = {
     "cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP",

@@ -123,9 +123,13 @@ def test_zero_or_negative_steps_rejected(flag, capsys):
     assert flag.split("=")[0] in capsys.readouterr().err
 
 
-def test_predictions_must_fit_sequence():
-    with pytest.raises(BigsError, match="--max_predictions_per_seq"):
-        parse_args(["--output_dir=o", "--dataset_path=d", "--max_seq_length=16", "--max_predictions_per_seq=20"])
+def test_sequence_length_comes_from_the_shards(shards, tmp_path):
+    """Without --max_seq_length the model takes the shards' length (the workflow passes none for a
+    downloaded corpus); a given one is checked against every shard (test_shards_longer_than_the_model...)."""
+    assert parse_args(["--output_dir=o", "--dataset_path=d"]).max_seq_length is None
+    args = [a for a in tiny_args(shards, tmp_path / "run", steps=2, eval_steps=2, warmup_steps=1) if not a.startswith("--max_seq_length")]
+    run_cli(args)
+    assert json.loads((tmp_path / "run" / "final" / "config.json").read_text())["max_position_embeddings"] == 32
 
 
 def test_no_decay_on_biases_and_layernorm():
@@ -479,7 +483,7 @@ def test_unwritable_output_dir(shards, small_fs):
 
 
 def test_checkpoints_are_never_unpickled():
-    """Security: every torch.load in the package passes weights_only=True (issue 7)."""
+    """Security: every torch.load in the package passes weights_only=True (a checkpoint must never run code)."""
     import re
 
     pkg = Path(__file__).parents[1] / "bigs"

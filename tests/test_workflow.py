@@ -1,4 +1,4 @@
-"""The Snakemake workflow (issue 5): config validation, dry runs of every preset, the seed's
+"""The Snakemake workflow: config validation, dry runs of every preset, the seed's
 flags in the paper presets, the embedded default end to end (trimmed), and reruns.
 
 Fast tests use `snakemake -n` on a copy of the workflow in a temp dir; the end-to-end test
@@ -100,25 +100,28 @@ def wf(tmp_path_factory):
 
 # ---------------------------------------------------------------------------------- dry runs
 PRESETS = sorted(p.stem for p in (ROOT / "presets").glob("*.yaml"))
+# Each preset alone on the embedded default, and the compositions the README names.
+COMBOS = [[], *([p] for p in PRESETS), ["paper-100k", "gpu"], ["paper-100k", "tpu"], ["compare", "glue"]]
 
 
 def test_presets_exist():
-    assert {"paper-gpu-100k", "paper-tpu-100k", "prebuilt-corpus", "compare"} <= set(PRESETS)
+    assert {"paper-100k", "gpu", "tpu", "prebuilt-corpus", "compare", "glue"} <= set(PRESETS)
 
 
-@pytest.mark.parametrize("preset", [None, *PRESETS])
-def test_dry_run_pretrain(wf, preset):
-    extra = ["--configfile", f"presets/{preset}.yaml"] if preset else []
+@pytest.mark.parametrize("presets", COMBOS, ids=lambda c: "+".join(c) or "default")
+def test_dry_run_pretrain(wf, presets):
+    extra = ["--configfile", *(f"presets/{p}.yaml" for p in presets)] if presets else []
     counts = job_counts(smk(wf, "-n", "pretrain", *extra).stdout)
-    n_runs = 2 if preset == "compare" else 1
+    n_runs = 2 if "compare" in presets else 1
     assert counts["train_run"] == n_runs and counts["evaluate_run"] == n_runs and counts["plot_runs"] == 1
-    if preset in (None, "compare", "glue"):  # the embedded sample: every data stage (glue: a finetune overlay)
+    assert counts["inspect_dataset"] == 1  # the main target validates the data it trains on
+    if "tpu" in presets:  # streamed from gs://: no download, no data-building jobs
+        assert set(counts) == {"train_run", "inspect_dataset", "evaluate_run", "plot_runs", "pretrain"}
+    elif {"paper-100k", "prebuilt-corpus"} & set(presets):  # the prebuilt corpus is downloaded once
+        assert counts["fetch_prebuilt"] == 1 and "mask_shard" not in counts
+    else:  # the embedded sample: every data stage
         assert counts["process_corpus"] == 1 and counts["shard_corpus"] == 1
         assert counts["tokenize_shard"] == 4 + 1 and counts["mask_shard"] == (4 + 1) * 2
-    elif preset == "paper-tpu-100k":  # streamed from gs://: no download, no data jobs
-        assert set(counts) == {"train_run", "evaluate_run", "plot_runs", "pretrain"}
-    else:  # the prebuilt corpus is downloaded once
-        assert counts["fetch_prebuilt"] == 1 and "mask_shard" not in counts
 
 
 @pytest.mark.parametrize("target", ["corpus", "shards", "samples", "inspect", "evaluate", "plots", "all"])
@@ -145,28 +148,29 @@ def test_mask_jobs_number_shards_like_bigs_samples(wf):
     assert len(seen) == 10
 
 
-@pytest.mark.parametrize("preset", ["paper-gpu-100k", "paper-tpu-100k"])
-def test_paper_preset_runs_the_seed_command(wf, preset):
+@pytest.mark.parametrize("machine", ["gpu", "tpu"])
+def test_paper_preset_runs_the_seed_command(wf, machine):
     """bigs.pretrain parses the generated flags to exactly the seed command's settings."""
     from bigs.pretrain import parse_args
 
-    out = smk(wf, "-n", "-p", "pretrain", "--configfile", f"presets/{preset}.yaml").stdout
+    out = smk(wf, "-n", "-p", "pretrain", "--configfile", "presets/paper-100k.yaml", f"presets/{machine}.yaml").stdout
     (cmd,) = shell_commands(out, "scripts/pretrain.sh")
     generated = parse_args(cmd[6:])  # --resume is added by scripts/pretrain.sh
     seed = parse_args(SEED_COMMAND.split()[2:])
     additions = {"global_batch_size": 1048, "precision": "bf16", "eval_batches": 200}  # the paper's batch, bf16, bounded eval
+    from_data = ("max_seq_length",)  # not passed: bigs.pretrain reads it from the downloaded shards (128)
     differ = {k: (v, getattr(generated, k)) for k, v in vars(seed).items()
-              if k not in ("output_dir", "dataset_path", "device", *additions) and getattr(generated, k) != v}
-    assert not differ, f"{preset}: flags differ from the seed command (seed, generated): {differ}"
-    assert {k: getattr(generated, k) for k in additions} == additions
+              if k not in ("output_dir", "dataset_path", "device", *additions, *from_data) and getattr(generated, k) != v}
+    assert not differ, f"{machine}: flags differ from the seed command (seed, generated): {differ}"
+    assert {k: getattr(generated, k) for k in additions} == additions and generated.max_seq_length is None
     assert generated.output_dir.endswith("BiGS_100k")
-    if preset == "paper-tpu-100k":
+    if machine == "tpu":
         assert generated.device == "xla" and generated.dataset_path.startswith("gs://")
     else:
         assert generated.device == "cuda" and generated.dataset_path == "resources/prebuilt/bigs-prebuilt"
     for token in SEED_COMMAND.split()[2:]:  # and literally: each seed flag appears with its value
         key, _, value = token.partition("=")
-        if key not in ("--output_dir", "--dataset_path"):
+        if key not in ("--output_dir", "--dataset_path", *(f"--{k}" for k in from_data)):
             match = [c for c in cmd if c.split("=")[0] == key]
             assert match, f"{key} missing"
             if value:
@@ -193,8 +197,9 @@ BAD = [
     ({"pretrain": {"per_device_train_batch_size": 0}}, "pretrain.per_device_train_batch_size: 0 is less than"),
     ({"runs": [{"name": "b", "per_device_eval_batch_size": 0}]}, "runs[0].per_device_eval_batch_size"),
     ({"pretrain": {"warmup_steps": 5000}}, "warmup_steps"),
-    ({"pretrain": {"max_seq_length": 100000}}, "pretrain.max_seq_length: 100000 is greater than the maximum"),
-    ({"pretrain": {"max_seq_length": 512}}, "pretrain.max_seq_length = 512 differs from samples.max_seq_length"),
+    ({"samples": {"max_seq_length": 100000}}, "samples.max_seq_length: 100000 is greater than the maximum"),
+    ({"pretrain": {"max_seq_length": 512}}, "unknown key pretrain.max_seq_length"),  # said once, in samples:
+    ({"runs": [{"name": "b", "hidden_size": "big"}]}, "runs[0].hidden_size: 'big' is not of type 'integer'"),
     ({"samples": {"masked_lm_prob": 1.5}}, "samples.masked_lm_prob"),
     ({"shards": {"num_train_shards": 0}}, "shards.num_train_shards"),
     ({"corpus": {"source": "ftp"}}, "corpus.source"),
@@ -248,7 +253,7 @@ def tiny_run(tmp_path_factory):
     """The embedded default, trimmed (TINY), for real: every stage on the bundled sample."""
     wf = copy_workflow(tmp_path_factory.mktemp("e2e"))
     write_yaml(wf / "tiny.yaml", {**TINY, "runs": [{"name": "bigs-tiny"}]})
-    out = smk(wf, "--cores", "2", "all", "--configfile", "tiny.yaml").stdout
+    out = smk(wf, "--cores", "2", "pretrain", "--configfile", "tiny.yaml").stdout  # the README's run command
     return wf, out
 
 
@@ -266,23 +271,28 @@ def test_embedded_default_end_to_end(tiny_run):
     lines = [json.loads(x) for x in (final / "metrics.jsonl").read_text().splitlines()]
     assert max(x["step"] for x in lines if x["kind"] == "train") == 20
     assert any(x["kind"] == "eval" for x in lines)
-    ev = json.loads((r / "evaluate" / "bigs-tiny.json").read_text())
-    assert json.dumps(ev).count("accuracy") >= 1
+    ev = json.loads((r / "evaluate" / "bigs-tiny.json").read_text())["metrics"]
+    assert 0 <= ev["eval_accuracy"] <= 1 and ev["eval_tokens"] > 0 and ev["eval_perplexity"] > 1
     assert (r / "evaluate" / "bigs-tiny.md").is_file()
     for png in ("train_loss", "learning_rate", "eval_vs_step", "eval_vs_tokens", "throughput"):
         assert (r / "plots" / f"{png}.png").stat().st_size > 0
     assert "bigs-tiny" in (r / "plots" / "summary.md").read_text()
-    stats = json.loads((r / "inspect" / "enwiki-sample-L128.json").read_text())
-    assert stats
+    stats = json.loads((r / "inspect" / "enwiki-sample-L128.json").read_text())  # the main target inspects the data
+    assert stats["total"]["shards"] == 6 and stats["total"]["instances"] > 0
     for rule in ("process_corpus", "shard_corpus", "tokenize_shard", "mask_shard", "train_run"):
         assert any((wf / "logs" / rule).rglob("*.log")), f"no log for {rule}"
 
 
 @pytest.mark.slow
-def test_up_to_date_after_the_run(tiny_run):
+def test_up_to_date_after_the_run_and_the_report_builds(tiny_run):
+    """The README's commands in the order a user types them: run, dry run, report."""
     wf, _ = tiny_run
-    out = smk(wf, "-n", "all", "--configfile", "tiny.yaml").stdout
-    assert "Nothing to be done" in out, out[-2000:]
+    for target in ("pretrain", "all"):
+        out = smk(wf, "-n", target, "--configfile", "tiny.yaml").stdout
+        assert "Nothing to be done" in out, out[-2000:]
+    smk(wf, "--report", "report.html", "--configfile", "tiny.yaml")
+    html = (wf / "report.html").read_text(errors="replace")
+    assert len(html) > 10_000 and "eval_vs_step.png" in html and "enwiki-sample-L128.json" in html
 
 
 RERUNS = [

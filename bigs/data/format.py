@@ -87,6 +87,20 @@ def read_shard(path) -> dict[str, np.ndarray]:
     return out
 
 
+def sequence_length(uri) -> int:
+    """L of a shard (input_ids' second dimension) from its hdf5 header; a gs:// shard is fetched first."""
+    import tempfile
+
+    from bigs.data.storage import local_copy
+
+    with tempfile.TemporaryDirectory(prefix="bigs-shard-") as tmp, local_copy(str(uri), tmp) as path:
+        try:
+            with h5py.File(path, "r") as f:
+                return int(f["input_ids"].shape[1])
+        except (OSError, KeyError) as exc:
+            raise fail(uri, "input_ids", f"cannot read the sequence length ({exc})") from None
+
+
 def read_attrs(path) -> dict:
     """The file attributes written by bigs.data.samples (settings, seed, k); {} for foreign shards."""
     try:
