@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SLURM lane (issue 5): a real one-node SLURM on this machine, the small workflow through
+# SLURM lane: a real one-node SLURM on this machine, the small workflow through
 # `--profile profiles/slurm` (data stages and a short pretrain as sbatch jobs), checks, teardown.
 #
 #   bash .ci/slurm.sh            # from the repo root, as root (apt-get); ~5-10 min on 2 cores

@@ -1,4 +1,4 @@
-"""Data-stage figures (issue 2): samples tokens/s at dup 1 and 10 vs the tokenizers floor, shard
+"""Data-stage figures: samples tokens/s at dup 1 and 10 vs the tokenizers floor, shard
 MB/s and peak RSS, samples peak RSS on a 100 MB text shard, n_processes 1 -> 2.
 
     nice python benchmarks/bench_data.py [--work DIR] [--big_mb 100] [--skip_big]

@@ -1,4 +1,4 @@
-"""CPU benchmark of bigs.model (issue 3 "Performance"): tokens/s of a training step, and the
+"""CPU benchmark of bigs.model: tokens/s of a training step, and the
 Toeplitz-vs-FFT sweep that sets bigs.model.AUTO_TOEPLITZ_MAX_LEN.
 
 Run:  nice python benchmarks/bench_model.py [--reference-port PATH] [--steps 5] [--threads 2]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-shot GPU check (issue 11 §5): bash benchmarks/gpu_check.sh [--smoke] OUT_DIR
+# One-shot GPU check: bash benchmarks/gpu_check.sh [--smoke] OUT_DIR
 # Writes OUT_DIR/gpu_check.{json,md}; the logic is benchmarks/gpu_check.py. Python: $PYTHON, else the
 # active virtualenv, else the repo's .venv, else python3 on PATH.
 set -euo pipefail

@@ -1,4 +1,4 @@
-# Data stages (issue 2): corpus -> shards -> samples -> inspect. One `python -m bigs.data.<stage>`
+# Data stages: corpus -> shards -> samples -> inspect. One `python -m bigs.data.<stage>`
 # per rule; params hold exactly the settings that shape each rule's outputs, so a changed
 # setting reruns its stage and what follows, nothing before it.
 
@@ -65,7 +65,7 @@ rule shard_corpus:
         " > {log:q} 2>&1"
 
 
-# WordPiece once per text shard (issue 2); the masked copies below all reuse these ids.
+# WordPiece once per text shard (tokenizing is the slow part); the masked copies below all reuse these ids.
 rule tokenize_shard:
     input:
         "results/shards/{corpus}/{textshard}.txt",

@@ -1,4 +1,4 @@
-# Evaluation and plots (issue 6): each run's final model on the test shards, then every run's
+# Evaluation and plots: each run's final model on the test shards, then every run's
 # curves overlaid. Plots and stats are report() outputs: `snakemake --report report.html`.
 
 

@@ -1,4 +1,4 @@
-# GLUE fine-tuning (issue 10): one job per (fine-tuned run x task x seed), then a table per run,
+# GLUE fine-tuning: one job per (fine-tuned run x task x seed), then a table per run,
 # a table over runs and a bar plot. <ftrun> is a run of `runs:` or its random-init control
 # (<run>-random-init); which model a job starts from: finetune_start() in rules/common.smk.
 

@@ -1,4 +1,4 @@
-# Pretraining (issue 4): one job per named run in `runs:`. Only final/ files are declared:
+# Pretraining: one job per named run in `runs:`. Only final/ files are declared:
 # checkpoint-<step>/ dirs stay between attempts so a preempted or failed job resumes
 # (scripts/pretrain.sh resumes only a run started with the same settings and data).
 

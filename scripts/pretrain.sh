@@ -4,7 +4,7 @@
 # - Resume: Snakemake reruns a job both after a failure/preemption (same settings: continue from
 #   the last checkpoint, --resume auto) and after a settings change (start over, --resume never;
 #   bigs.pretrain then moves the old checkpoints aside). OUTPUT_DIR/.workflow-settings tells which.
-# - NGPUS > 1 (the job's `gpu` resource): one process per GPU via torchrun (DDP, issue 4).
+# - NGPUS > 1 (the job's `gpu` resource): one process per GPU via torchrun (DDP).
 # - final/metrics.jsonl: a copy of the run's metrics next to the model, the file the workflow
 #   declares; the live OUTPUT_DIR/metrics.jsonl is never deleted by Snakemake, so a resumed run
 #   keeps its whole history.

@@ -1,4 +1,4 @@
-"""GLUE fine-tuning (issue 10): readers, metrics, bigs.finetune, tables, the `finetune` workflow.
+"""GLUE fine-tuning: readers, metrics, bigs.finetune, tables, the `finetune` workflow.
 
 Offline and small: GLUE-format fixtures are written here (GLUE itself is never downloaded or
 committed); the model is a tiny BiGS of odd sizes (H 20, I 37, N 5, 1 layer, 24 positions)

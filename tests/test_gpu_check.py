@@ -1,4 +1,4 @@
-"""The one-shot GPU check (benchmarks/gpu_check.sh, issue 11 §5) in --smoke mode: the same code at
+"""The one-shot GPU check (benchmarks/gpu_check.sh) in --smoke mode: the same code at
 tiny sizes on this machine's device, ≈1 min on 2 CPU cores. Run once per module; the tests read its
 JSON and markdown."""
 
