@@ -687,13 +687,46 @@ def loss_weights(micro: list[dict], env: Env) -> list[float]:
     return [c / max(total, 1.0) for c in counts]
 
 
-def train_record(step, tokens_seen, n_steps, dt, wall, loss, lr, grad_norm, args, tokens_per_step, fpt, peak, world) -> dict:
+def train_record(step, tokens_seen, n_steps, dt, wall, loss, lr, grad_norm, args, tokens_per_step, fpt, peak, env) -> dict:
     """One metrics.jsonl training line: the mean loss and the speed over the last `n_steps` steps."""
     tps = n_steps * tokens_per_step / max(dt, 1e-9)
-    return {"kind": "train", "step": step, "tokens_seen": tokens_seen, "wall_time": round(wall, 3), "loss": loss, "lr": lr,
-            "grad_norm": grad_norm, "tokens_per_s": tps, "samples_per_s": tps / args.max_seq_length,
-            "mfu": (tps * fpt / (peak * world)) if peak else None,
-            "eta_s": round((args.num_total_train_steps - step) * dt / n_steps, 1)}
+    rec = {"kind": "train", "step": step, "tokens_seen": tokens_seen, "wall_time": round(wall, 3), "loss": loss, "lr": lr,
+           "grad_norm": grad_norm, "tokens_per_s": tps, "samples_per_s": tps / args.max_seq_length,
+           "mfu": (tps * fpt / (peak * env.world)) if peak else None,
+           "eta_s": round((args.num_total_train_steps - step) * dt / n_steps, 1)}
+    if env.kind == "xla":  # [xla] the compile count must stop growing after warm-up
+        import torch_xla.debug.metrics as met
+
+        rec["xla_compiles"] = (met.metric_data("CompileTime") or [0])[0]
+    return rec
+
+
+def show_progress(bar, rec: dict, first: bool) -> None:
+    """The bar's loss/lr/speed; the first time also the start-up summary's last line, the time to finish."""
+    if bar is None:
+        return
+    if first:
+        print(f"\nestimated time to finish: {human_time(rec['eta_s'])} at {rec['tokens_per_s']:,.0f} tokens/s")
+    bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.2e}", tok_s=f"{rec['tokens_per_s']:,.0f}")
+
+
+def progress_bar(args, step: int, master: bool):
+    """tqdm on rank 0 (sparse updates when stderr is a log file), None elsewhere."""
+    if not master:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=args.num_total_train_steps, initial=step, desc="pretrain", dynamic_ncols=True,
+                mininterval=1.0 if sys.stderr.isatty() else 30.0)
+
+
+def save_final(out: Path, model, step: int, tokens_seen: int) -> None:
+    """final/: the model (published names) and the tokenizer, for evaluation and sharing."""
+    with atomic_dir(out / "final") as tmp:
+        save_model(model, tmp)
+        save_tokenizer(tmp)
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "tokens_seen": tokens_seen}))
+    print(f"done: {step} steps, {tokens_seen:,} token positions; model in {out / 'final'}")
 
 
 def human_time(s: float) -> str:
@@ -772,12 +805,7 @@ def main(argv=None, index: int = 0) -> int:
         return save_checkpoint(out, at_step, model, optimizer, state, env.rank, env.world, args.save_total_limit)
 
     poison = int(os.environ.get("BIGS_FAULT_NAN_AT_STEP", -1))  # fault injection for tests
-    bar = None
-    if master:
-        from tqdm import tqdm
-
-        bar = tqdm(total=args.num_total_train_steps, initial=step, desc="pretrain", dynamic_ncols=True,
-                   mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    bar = progress_bar(args, step, master)
     train_model.train()
     t_start = t_log = time.time()
     loss_sum, loss_n, eta_told = 0.0, 0, False
@@ -828,18 +856,10 @@ def main(argv=None, index: int = 0) -> int:
         if log_now:
             n_steps = step % args.logging_steps or args.logging_steps
             rec = train_record(step, tokens_seen, n_steps, time.time() - t_log, time.time() - t_start, loss_sum / max(loss_n, 1),
-                               lr, float(grad_norm), args, tokens_per_step, fpt, peak, env.world)
-            if env.kind == "xla":  # [xla] compile count must stop growing after warm-up
-                import torch_xla.debug.metrics as met
-
-                rec["xla_compiles"] = (met.metric_data("CompileTime") or [0])[0]
+                               lr, float(grad_norm), args, tokens_per_step, fpt, peak, env)
             log(rec)
-            if master and not eta_told:  # the start-up summary's last line, once the speed is known
-                print(f"\nestimated time to finish: {human_time(rec['eta_s'])} at {rec['tokens_per_s']:,.0f} tokens/s")
-                eta_told = True
-            if bar is not None:
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{rec['tokens_per_s']:,.0f}")
-            t_log, loss_sum, loss_n = time.time(), 0.0, 0
+            show_progress(bar, rec, first=not eta_told)
+            t_log, loss_sum, loss_n, eta_told = time.time(), 0.0, 0, True
         if test_shards and (step % args.eval_steps == 0 or step == args.num_total_train_steps):
             res = evaluate_test(model, test_shards, args, env, fixed_shape, cache_dir)
             log({"kind": "eval", "step": step, "tokens_seen": tokens_seen, "wall_time": round(time.time() - t_start, 3), **res})
@@ -863,11 +883,7 @@ def main(argv=None, index: int = 0) -> int:
     if env.kind == "xla":  # [xla]
         torch_xla.sync()
     if master:
-        with atomic_dir(out / "final") as tmp:
-            save_model(model, tmp)
-            save_tokenizer(tmp)
-            (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "tokens_seen": tokens_seen}))
-        print(f"done: {step} steps, {tokens_seen:,} token positions; model in {out / 'final'}")
+        save_final(out, model, step, tokens_seen)
     log.close()
     shutil.rmtree(cache_dir, ignore_errors=True)  # staged gs:// shards
     if env.ddp:  # [ddp]
