@@ -134,6 +134,20 @@ def dataset_path():
     return config["corpus"]["prebuilt"]["url"]
 
 
+def fetch_source_args():
+    """bigs.data.fetch's source: the manifest (every file listed, for folders of thousands) or the folder."""
+    p = config["corpus"]["prebuilt"]
+    if p["manifest"]:
+        return f"--manifest {q(p['manifest'])}"
+    return f"--source {q(p['url'])}"
+
+
+def fetch_manifest():
+    """A local manifest is an input: editing it refetches."""
+    m = config["corpus"]["prebuilt"]["manifest"]
+    return [m] if m and not m.startswith(("http://", "https://", "gs://")) else []
+
+
 def corpus_text():
     """The one-article-per-line file of bigs.data.process."""
     c = config["corpus"]
