@@ -4,6 +4,7 @@
 import hashlib
 import os
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -146,6 +147,13 @@ def fetch_manifest():
     """A local manifest is an input: editing it refetches."""
     m = config["corpus"]["prebuilt"]["manifest"]
     return [m] if m and not m.startswith(("http://", "https://", "gs://")) else []
+
+
+def gpus_per_node(resources):
+    """The launcher's processes per node: `gres: gpu:N` (per node in SLURM: multi-node jobs) or
+    `gpu` (sbatch --gpus, the job's total: one node)."""
+    m = re.search(r"gpu(?::[^:,]+)?:(\d+)", str(getattr(resources, "gres", "") or ""))
+    return int(m.group(1)) if m else resources.gpu
 
 
 def corpus_text():

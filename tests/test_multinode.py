@@ -198,3 +198,57 @@ def test_without_a_shared_output_dir_the_run_is_refused(shards, tmp_path):
     assert codes[0] != 0 and codes[1] != 0
     assert "rank 1 on" in log and "cannot see the file rank 0" in log and "shared file system" in log, log[-3000:]
     assert not list((tmp_path / "node0-local").glob("checkpoint-*"))
+
+
+def test_preemption_of_every_node_checkpoints_once_exits_3_and_resumes(shards, fault_reference, tmp_path):
+    """SLURM preemption signals every process of every node (SIGTERM to torchrun agents and
+    workers): the workers agree to stop after the same step, rank 0 writes one checkpoint and the
+    workers exit 3; the rerun resumes there and ends at the uninterrupted run's weights."""
+    out = tmp_path / "run"
+    procs = start_nodes([two_node_args(shards, out, FAULT, steps=2000, save_steps=1000)] * 2, logs=tmp_path)
+    try:
+        wait_for_step(out, 7, procs)
+        for p in procs:
+            signal_node(p, signal.SIGTERM)
+        codes = [p.wait(60) for p in procs]
+    finally:
+        for p in procs:
+            signal_node(p, signal.SIGKILL)
+            p.wait()
+    log0 = (tmp_path / "node0.log").read_text()
+    ckpts = sorted(out.glob("checkpoint-*"))
+    assert len(ckpts) == 1 and (ckpts[0] / "trainer_state.json").exists(), log0[-3000:]
+    assert f"stopped by SIGTERM at step {ckpts[0].name.split('-')[1]}" in log0 and "exit 3" in log0
+    # torchrun itself got SIGTERM: it waits for its worker (≤ 30 s), then exits 1 (SignalException),
+    # not the worker's 3; SLURM requeues a preempted job whatever its exit code.
+    assert all(c != 0 for c in codes), codes
+    (tmp_path / "rerun").mkdir()
+    procs = start_nodes([two_node_args(shards, out, FAULT)] * 2, logs=tmp_path / "rerun")
+    assert wait_all(procs) == [0, 0], (tmp_path / "rerun" / "node0.log").read_text()[-3000:]
+    assert max_abs_diff(out / "final", fault_reference / "final") < 1e-5
+
+
+def test_slurm_launcher_starts_one_torchrun_per_node(tmp_path):
+    """scripts/pretrain.sh in a 2-node SLURM job (stand-in scontrol; BIGS_LAUNCH_DRY_RUN prints the
+    srun line instead of running it): srun one task per node, c10d on the first node's NodeAddr."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "scontrol").write_text(
+        '#!/bin/sh\n'
+        'case "$1 $2" in\n'
+        '  "show job") echo "JobId=$3 JobName=x ReqNodeList=(null) ExcNodeList=(null) NodeList=gpu[07-08] NumNodes=2 NumCPUs=64" ;;\n'
+        '  "show hostnames") printf "gpu07\\ngpu08\\n" ;;\n'
+        '  "show node") echo "NodeName=$3 Arch=x86_64 CoresPerSocket=32 NodeAddr=10.1.0.7 NodeHostName=$3 State=ALLOCATED" ;;\n'
+        'esac\n')
+    (bindir / "scontrol").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "SLURM_JOB_NUM_NODES": "1",  # the plugin's step
+           "SLURM_JOB_ID": "4242", "BIGS_LAUNCH_DRY_RUN": "1"}
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run(["bash", str(repo / "scripts" / "pretrain.sh"), str(tmp_path / "out"), "abc", "8", "32", "--seed=7"],
+                       capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("pretrain.sh: srun"))
+    assert line == ("pretrain.sh: srun --jobid=4242 --overlap --kill-on-bad-exit=1 --nodes=2 --ntasks=2 --ntasks-per-node=1 "
+                    "--cpus-per-task=32 --gpus-per-node=8 python -m torch.distributed.run --nnodes=2 --nproc_per_node=8 "
+                    "--max-restarts=0 --rdzv_backend=c10d --rdzv_endpoint=10.1.0.7:24242 --rdzv_id=slurm-4242 "
+                    "-m bigs.pretrain --seed=7 --resume never")
