@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# SLURM lane: a real one-node SLURM on this machine, the small workflow through
+# SLURM lane: a real SLURM on this machine, the small workflow through
 # `--profile profiles/slurm` (data stages and a short pretrain as sbatch jobs), checks, teardown.
+# Plus a two-node partition — two more slurmd daemons on one host, each its own NodeName
+# on its own loopback address and port (Debian's 22.05 build runs several slurmd per host with
+# `slurmd -N NAME` when slurm.conf gives each node a Port and %n in the spool/pid/log paths) — for a
+# CPU/gloo pretrain job on 2 nodes (tests/test_slurm.py::test_two_node_job_*).
 #
 #   bash .ci/slurm.sh            # from the repo root, as root (apt-get); ~5-10 min on 2 cores
 #
@@ -38,6 +42,8 @@ HOST=$(hostname -s)
 CPUS=32
 MEM_MB=256000
 mkdir -p "$WORK"/{state,spool,munge,logs}
+NODE_A=${HOST}-a NODE_B=${HOST}-b  # the two-node partition
+mkdir -p "$WORK/spool/$HOST" "$WORK/spool/$NODE_A" "$WORK/spool/$NODE_B"
 export SLURM_CONF="$WORK/slurm.conf"
 cat > "$SLURM_CONF" <<EOF
 ClusterName=bigslane
@@ -49,11 +55,11 @@ CryptoType=crypto/munge
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation=$WORK/state
-SlurmdSpoolDir=$WORK/spool
+SlurmdSpoolDir=$WORK/spool/%n
 SlurmctldPidFile=$WORK/slurmctld.pid
-SlurmdPidFile=$WORK/slurmd.pid
+SlurmdPidFile=$WORK/slurmd-%n.pid
 SlurmctldLogFile=$WORK/logs/slurmctld.log
-SlurmdLogFile=$WORK/logs/slurmd.log
+SlurmdLogFile=$WORK/logs/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -68,7 +74,10 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 JobAcctGatherType=jobacct_gather/none
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:1 State=UNKNOWN
+NodeName=$NODE_A NodeAddr=127.0.0.2 Port=16821 CPUs=8 RealMemory=32000 State=UNKNOWN
+NodeName=$NODE_B NodeAddr=127.0.0.3 Port=16822 CPUs=8 RealMemory=32000 State=UNKNOWN
 PartitionName=lane Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+PartitionName=two Nodes=$NODE_A,$NODE_B MaxTime=INFINITE State=UP
 EOF
 # A fake GPU for scheduling only: a plain file stands in for /dev/nvidia0 (task/none binds
 # nothing), enough for `--gpus=1` to be granted.
@@ -79,7 +88,7 @@ printf 'AutoDetect=off\nNodeName=%s Name=gpu File=%s\n' "$HOST" "$WORK/fake-nvid
 MUNGE_SOCK="$WORK/munge/munge.socket"
 stop_daemons() {
     rc=$?
-    for f in "$WORK/slurmd.pid" "$WORK/slurmctld.pid" "$WORK/munge/munged.pid"; do
+    for f in "$WORK"/slurmd-*.pid "$WORK/slurmctld.pid" "$WORK/munge/munged.pid"; do
         if [[ -s "$f" ]]; then
             pid=$(cat "$f")
             kill "$pid" 2>/dev/null || true
@@ -103,15 +112,15 @@ munged --force --socket="$MUNGE_SOCK" --pid-file="$WORK/munge/munged.pid" \
 sed -i "s|^AuthType=auth/munge|AuthType=auth/munge\nAuthInfo=socket=$MUNGE_SOCK|" "$SLURM_CONF"
 timeout 10 munge -n --socket="$MUNGE_SOCK" | timeout 10 unmunge --socket="$MUNGE_SOCK" >/dev/null
 
-log "starting slurmctld and slurmd (host $HOST, $CPUS CPUs, ${MEM_MB} MB, 1 fake GPU)"
+log "starting slurmctld and 3 slurmd (host $HOST, $CPUS CPUs, ${MEM_MB} MB, 1 fake GPU; $NODE_A, $NODE_B)"
 slurmctld -f "$SLURM_CONF" -i
-slurmd -f "$SLURM_CONF" -N "$HOST"
+for node in "$HOST" "$NODE_A" "$NODE_B"; do slurmd -f "$SLURM_CONF" -N "$node"; done
 for _ in $(seq 60); do
-    state=$(sinfo -h -N -o %T 2>/dev/null | head -1 || true)
-    [[ $state == idle ]] && break
+    states=$(sinfo -h -N -o %T 2>/dev/null | sort -u | tr '\n' ' ' || true)
+    [[ $states == "idle " ]] && break
     sleep 1
 done
-[[ $state == idle ]] || { log "node not idle (state '$state')"; tail -n 20 "$WORK"/logs/*.log; exit 1; }
+[[ $states == "idle " ]] || { log "nodes not idle (states '$states')"; tail -n 20 "$WORK"/logs/*.log; exit 1; }
 sinfo -N -o "%N %T %c %m %G"
 
 # snakemake-executor-plugin-slurm-jobstep drops every SLURM_* variable but a few before its

@@ -14,13 +14,15 @@ data, model, optimizer, resume, loop. Device back-ends differ only in lines mark
 `# [cuda]` or `# [ddp]`.
 
 Exit codes: 0 done, 2 bad input, 3 stopped by SIGTERM/SIGUSR1 after writing a checkpoint
-(requeue the job: it resumes), 4 non-finite loss (names the step and the last good checkpoint).
+(requeue the job: it resumes), 4 non-finite loss (names the step and the last good checkpoint),
+5 a peer rank or node died or hung past --dist_timeout (rerun on every node: it resumes).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import math
 import os
@@ -43,6 +45,7 @@ from bigs.errors import BigsError, atomic_dir, atomic_path, cli_main
 
 EXIT_PREEMPTED = 3
 EXIT_NONFINITE = 4
+EXIT_PEER_LOST = 5
 
 
 # ----------------------------------------------------------------------------- flags
@@ -127,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval_batches", type=int, default=0, help="max test batches per evaluation (0 = all)")
     p.add_argument("--save_total_limit", type=int, default=2, help="keep the newest K checkpoint-* dirs (0 = all)")
     p.add_argument("--shard_cache_dir", default=None, help="where gs:// shards are staged (default output_dir/.shard-cache)")
+    p.add_argument("--dist_timeout", type=positive(float), default=1800,
+                   help="seconds a collective waits for the other ranks (several processes/nodes) before the run "
+                        f"stops with exit {EXIT_PEER_LOST} naming the lost peer; rerun to resume")
     return p
 
 
@@ -513,6 +519,84 @@ def build_optimizer(model, args, verbose: bool):
                              eps=args.adam_epsilon, weight_decay=args.weight_decay)
 
 
+# ----------------------------------------------------------------------------- several nodes
+# The multi-node contract (README "Several nodes"): output_dir is on a file system every node
+# mounts at the same path; rank 0 alone writes checkpoints, metrics and final/ and holds the lock;
+# every rank reads the checkpoint rank 0 chose at resume. Both are checked at start-up.
+def check_shared_output_dir(out: Path, rank: int, world: int) -> None:
+    """Rank 0 writes a nonce file in `out`; every rank must see it, or the run stops at once
+    (without a shared file system each node would resume from its own, different checkpoints)."""
+    import socket
+    import uuid
+
+    nonce = [uuid.uuid4().hex if rank == 0 else None]
+    dist.broadcast_object_list(nonce)  # [ddp]
+    probe = out / f".shared-fs-{nonce[0]}"
+    if rank == 0:
+        probe.write_text(nonce[0])
+    dist.barrier()
+    seen = probe.is_file() and probe.read_text() == nonce[0]
+    views = [None] * world
+    dist.all_gather_object(views, (rank, socket.gethostname(), seen))
+    dist.barrier()  # everyone looked before rank 0 removes it
+    if rank == 0:
+        probe.unlink(missing_ok=True)
+    blind = [f"rank {r} on {host}" for r, host, ok in views if not ok]
+    if blind:
+        raise BigsError(f"{out}: --output_dir: {', '.join(blind)} cannot see the file rank 0 ({views[0][1]}) wrote there; "
+                        "a multi-node run needs output_dir on a shared file system (NFS, Lustre, GPFS…) mounted at the "
+                        "same path on every node: rank 0 writes the checkpoints and every rank reads them at resume")
+
+
+def check_same_resume(resume_from: Path | None, rank: int, world: int) -> None:
+    """Every rank must resume from the checkpoint rank 0 chose (a stale NFS listing would not)."""
+    chosen = [None] * world
+    dist.all_gather_object(chosen, str(resume_from))  # [ddp]
+    if len(set(chosen)) > 1:
+        raise BigsError(f"{resume_from}: --resume: ranks disagree on the checkpoint to resume "
+                        f"({', '.join(f'rank {r}: {c}' for r, c in enumerate(chosen))}); is output_dir shared by every node?")
+
+
+def lost_peer_message(exc: BaseException, args: argparse.Namespace | None) -> str | None:
+    """One line for a collective that failed because another rank died (connection closed) or hung
+    past --dist_timeout; None for any other error (those keep their traceback)."""
+    text = str(exc)
+    markers = ("Connection closed by peer", "Connection reset by peer", "Timed out", "timed out", "Broken pipe",
+               "Socket Timeout", "connection refused", "Connection refused", "NCCL communicator was aborted")
+    if not isinstance(exc, (dist.DistError, RuntimeError)) or not any(m in text for m in markers):
+        return None
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    import socket
+
+    peer = re.search(r"\[([0-9a-fA-F.:]+)\]:(\d+)", text)
+    where = f" (peer {peer.group(1)}:{peer.group(2)})" if peer else ""
+    why = "hung past --dist_timeout" if "imed out" in text or "Timeout" in text else "closed its connection (died)"
+    last = complete_checkpoints(args.output_dir) if args is not None else []
+    detail = re.sub(r"^\[[^\]]*\] ", "", text.splitlines()[0]).split(". ")[0][:160]  # drop gloo's source location
+    return (f"rank {dist.get_rank()} of {dist.get_world_size()} on {socket.gethostname()}: a peer rank{where} {why}: "
+            f"a node or process of this run is gone; rerun the same command on every node to resume from "
+            f"{last[-1] if last else 'the start (no checkpoint yet)'} ({type(exc).__name__}: {detail})")
+
+
+def run_reporting_lost_peers(argv) -> int:
+    """main(), but a failed collective after a peer's death is one line and exit EXIT_PEER_LOST, not
+    a traceback. os._exit: the process group's threads would otherwise keep a dead peer's socket waiting."""
+    try:
+        return main(argv)
+    except (RuntimeError, dist.DistError) as exc:
+        try:
+            args = parse_args(argv)
+        except (SystemExit, BigsError):
+            args = None
+        msg = lost_peer_message(exc, args)
+        if msg is None:
+            raise
+        sys.stdout.flush()
+        print(f"\nerror: {msg}", file=sys.stderr, flush=True)  # \n: after the progress bar
+        os._exit(EXIT_PEER_LOST)
+
+
 # ----------------------------------------------------------------------------- set-up steps of main()
 @dataclass
 class Env:
@@ -550,7 +634,7 @@ def setup_device(args) -> Env:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if world > 1:  # [ddp]
-        dist.init_process_group("nccl" if kind == "cuda" else "gloo")
+        dist.init_process_group("nccl" if kind == "cuda" else "gloo", timeout=datetime.timedelta(seconds=args.dist_timeout))
     return Env(kind, device, rank, world)
 
 
@@ -563,11 +647,12 @@ def all_reduce_sum(values: list[float], env: Env) -> list[float]:
     return t.tolist()
 
 
-def prepare_output_dir(args, master: bool):
-    """Make output_dir, check it is writable and not in use (rank 0 locks it), and decide what to
-    resume: the newest complete checkpoint (--resume auto), a named one, or none — old checkpoints
-    are then moved aside with --overwrite_output_dir and never deleted. Returns (checkpoint or
-    None, the lock file to keep open for the run)."""
+def prepare_output_dir(args, env: Env):
+    """Make output_dir, check it is writable, not in use (rank 0 locks it) and shared by every node,
+    and decide what to resume: the newest complete checkpoint (--resume auto), a named one, or
+    none — old checkpoints are then moved aside with --overwrite_output_dir and never deleted.
+    Returns (checkpoint or None, the lock file to keep open for the run)."""
+    master = env.master
     out = Path(args.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -577,6 +662,8 @@ def prepare_output_dir(args, master: bool):
     except OSError as exc:
         raise BigsError(f"{out}: --output_dir: not writable ({exc.strerror or exc})") from exc
     lock = lock_output_dir(out) if master else None
+    if env.ddp:  # [ddp] several nodes: output_dir must be shared
+        check_shared_output_dir(out, env.rank, env.world)
     ckpts = complete_checkpoints(out)
     resume_from = None
     if args.resume == "auto":
@@ -585,6 +672,8 @@ def prepare_output_dir(args, master: bool):
         resume_from = Path(args.resume)
         if not (resume_from / "trainer_state.json").is_file():
             raise BigsError(f"{resume_from}: trainer_state.json: not a complete checkpoint (--resume)")
+    if env.ddp:  # [ddp] every rank resumes what rank 0 chose
+        check_same_resume(resume_from, env.rank, env.world)
     if resume_from is None and ckpts and not args.overwrite_output_dir:
         raise BigsError(f"{out}: --output_dir holds {ckpts[-1].name}; use --resume auto to continue it, "
                         "or --resume never --overwrite_output_dir to start over (old checkpoints are moved aside)")
@@ -754,7 +843,7 @@ def main(argv=None, index: int = 0) -> int:
     cache_dir = Path(args.shard_cache_dir or out / ".shard-cache") / f"rank{env.rank}"
     if args.max_seq_length is None:  # the data's own length (the workflow passes none for a downloaded corpus)
         args.max_seq_length = sequence_length(train_shards[0])
-    resume_from, lock = prepare_output_dir(args, master)  # noqa: F841 (the lock is held until the process ends)
+    resume_from, lock = prepare_output_dir(args, env)  # noqa: F841 (the lock is held until the process ends)
 
     # --- model, optimizer, resume
     torch.manual_seed(args.seed)  # same initial weights on every rank
@@ -916,7 +1005,7 @@ def run(argv=None) -> int:
         single = os.environ.get("PJRT_DEVICE", "").upper() == "CPU"
         torch_xla.launch(_xla_entry, args=(argv,), debug_single_process=single)
         return 0
-    return main(argv)
+    return run_reporting_lost_peers(argv)
 
 
 if __name__ == "__main__":

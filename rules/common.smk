@@ -4,6 +4,7 @@
 import hashlib
 import os
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -147,6 +148,27 @@ def dataset_path():
     if src == "prebuilt":
         return f"resources/prebuilt/{config['corpus']['name']}"
     return config["corpus"]["prebuilt"]["url"]
+
+
+def fetch_source_args():
+    """bigs.data.fetch's source: the manifest (every file listed, for folders of thousands) or the folder."""
+    p = config["corpus"]["prebuilt"]
+    if p["manifest"]:
+        return f"--manifest {q(p['manifest'])}"
+    return f"--source {q(p['url'])}"
+
+
+def fetch_manifest():
+    """A local manifest is an input: editing it refetches."""
+    m = config["corpus"]["prebuilt"]["manifest"]
+    return [m] if m and not m.startswith(("http://", "https://", "gs://")) else []
+
+
+def gpus_per_node(resources):
+    """The launcher's processes per node: `gres: gpu:N` (per node in SLURM: multi-node jobs) or
+    `gpu` (sbatch --gpus, the job's total: one node)."""
+    m = re.search(r"gpu(?::[^:,]+)?:(\d+)", str(getattr(resources, "gres", "") or ""))
+    return int(m.group(1)) if m else resources.gpu
 
 
 def corpus_text():

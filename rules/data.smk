@@ -3,7 +3,11 @@
 # setting reruns its stage and what follows, nothing before it.
 
 
+# Downloads go to a stage dir Snakemake does not own (it deletes a failed job's output dir), so a
+# rerun after a failure or a kill fetches only the missing files; the output is hard-linked from it.
 rule fetch_prebuilt:
+    input:
+        fetch_manifest(),
     output:
         directory("resources/prebuilt/{corpus}"),
     log:
@@ -14,10 +18,11 @@ rule fetch_prebuilt:
     resources:
         runtime=720,
     params:
-        source=config["corpus"]["prebuilt"]["url"],
+        what=fetch_source_args(),
+        stage=lambda wildcards: f"resources/prebuilt/.stage/{wildcards.corpus}",
     shell:
-        "python -m bigs.data.fetch --source {params.source:q} --output {output:q}"
-        " --n_threads {threads} > {log:q} 2>&1"
+        "python -m bigs.data.fetch {params.what} --output {output:q} --stage {params.stage:q}"
+        " --jobs {threads} > {log:q} 2>&1"
 
 
 rule process_corpus:

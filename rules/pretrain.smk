@@ -18,6 +18,7 @@ rule train_run:
     threads: 8
     resources:
         gpu=0,  # profiles ask for GPUs (profiles/slurm); > 1 launches torchrun
+        nodes=1,  # > 1: one torchrun per node via srun (multi-node: GPUs as gres "gpu:N" per node)
         mem_mb=16000,
         runtime=4320,
     params:
@@ -26,6 +27,7 @@ rule train_run:
             wildcards.run, subpath(output.config, ancestor=2), dataset_arg(input)
         ),
         settings=lambda wildcards: run_fingerprint(wildcards.run),
+        gpus_per_node=lambda wildcards, resources: gpus_per_node(resources),
     shell:
-        "bash {input.launcher:q} {params.output_dir:q} {params.settings:q} {resources.gpu}"
+        "bash {input.launcher:q} {params.output_dir:q} {params.settings:q} {params.gpus_per_node}"
         " {threads} {params.args} > {log:q} 2>&1"

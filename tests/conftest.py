@@ -11,7 +11,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -19,7 +23,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
 # Offline before anything imports huggingface_hub/transformers (they read these at import time).
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -137,3 +143,122 @@ def wiki_samples_dir(wiki_text_shards_dir, tmp_path_factory) -> Path:
     generate(wiki_text_shards_dir, out, dup_factor=s["dup_factor"], seed=s["seed"], max_seq_length=s["max_seq_length"],
              max_predictions_per_seq=s["max_predictions_per_seq"], n_processes=2)
     return out
+
+
+# ---------------------------------------------------------------- helpers shared by test modules
+# Pretraining: tiny synthetic shards and the real CLI in a subprocess.
+def make_shard(path, n, L=32, P=5, seed=0):
+    """n instances: [CLS] base, base+s, base+2s, ... [SEP], 3 masked positions, 0-padded."""
+    from bigs.data.format import write_shard
+
+    r = np.random.default_rng(seed)
+    ids, mask = np.zeros((n, L), np.int32), np.zeros((n, L), np.int8)
+    pos, mids = np.zeros((n, P), np.int32), np.zeros((n, P), np.int32)
+    for i in range(n):
+        ln = int(r.integers(12, L + 1))
+        toks = int(r.integers(2000, 2050)) + int(r.integers(1, 4)) * np.arange(ln - 2)
+        ids[i, 0], ids[i, 1 : ln - 1], ids[i, ln - 1] = 101, toks, 102
+        mask[i, :ln] = 1
+        p = np.sort(r.choice(np.arange(1, ln - 1), size=3, replace=False))
+        pos[i, :3], mids[i, :3] = p, ids[i, p]
+        ids[i, p] = 103
+    write_shard(path, input_ids=ids, input_mask=mask, segment_ids=np.zeros_like(mask),
+                masked_lm_positions=pos, masked_lm_ids=mids)
+
+
+def tiny_args(data, out, steps=30, **over) -> list[str]:
+    flags = dict(output_dir=out, dataset_path=data, max_seq_length=32, max_predictions_per_seq=5,
+                 per_device_train_batch_size=8, per_device_eval_batch_size=8, n_layers=2, hidden_size=32,
+                 intermediate_size=48, num_total_train_steps=steps, warmup_steps=5, logging_steps=1,
+                 save_steps=10, eval_steps=15, learning_rate=3e-3, hidden_dropout_prob=0.1, seed=7)
+    flags.update(over)
+    return [f"--{k}={v}" for k, v in flags.items()]
+
+
+def run_cli(args, env=None, check=True, launcher=()):
+    cmd = [*launcher] if launcher else [sys.executable, "-m", "bigs.pretrain"]
+    r = subprocess.run(cmd + args, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
+    if check and r.returncode != 0:
+        raise AssertionError(f"exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+def metrics(out, kind="train"):
+    return [json.loads(ln) for ln in (Path(out) / "metrics.jsonl").read_text().splitlines() if json.loads(ln)["kind"] == kind]
+
+
+def weights_hash(directory) -> str:
+    from safetensors.torch import load_file
+
+    sd = load_file(str(Path(directory) / "model.safetensors"))
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        h.update(k.encode())
+        h.update(sd[k].contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# The workflow: a copy of its files in a temp dir, snakemake in a subprocess.
+WORKFLOW_FILES = ["Snakefile", "rules", "schemas", "scripts", "envs", "presets", "profiles", "config.yaml", "data"]
+
+# The trimmed embedded default: same stages, fewer shards, a 20-step tiny model.
+TINY = {
+    "shards": {"num_train_shards": 2, "num_test_shards": 1},
+    "samples": {"dup_factor": 2},
+    "pretrain": {
+        "n_layers": 1, "hidden_size": 32, "intermediate_size": 48, "num_ssm": 8,
+        "per_device_train_batch_size": 8, "per_device_eval_batch_size": 16,
+        "num_total_train_steps": 20, "warmup_steps": 5, "logging_steps": 5, "eval_steps": 10,
+        "save_steps": 10, "eval_batches": 4,
+    },
+    "evaluate": {"max_batches": 4, "batch_size": 16},
+}  # fmt: skip
+
+
+def copy_workflow(dest: Path) -> Path:
+    """The workflow's own files in a fresh dir (results/, logs/, .snakemake/ stay out)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, dirs_exist_ok=True)
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def write_yaml(path: Path, data) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def smk(wf: Path, *args, check=True, timeout=900):
+    """Run snakemake in `wf`; returns the CompletedProcess (stdout+stderr in .stdout)."""
+    cmd = [sys.executable, "-m", "snakemake", *args]
+    p = subprocess.run(cmd, cwd=wf, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    if check:
+        assert p.returncode == 0, f"{shlex.join(cmd[2:])} failed:\n{p.stdout[-6000:]}"
+    return p
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a (dry) run: rule -> count."""
+    counts = {}
+    table = output.split("Job stats:")[-1] if "Job stats:" in output else ""
+    for line in table.splitlines()[3:]:
+        m = re.fullmatch(r"\s*(\w+)\s+(\d+)\s*", line)
+        if not m:
+            break
+        counts[m.group(1)] = int(m.group(2))
+    counts.pop("total", None)
+    return counts
+
+
+def shell_commands(output: str, marker: str) -> list[list[str]]:
+    """Argument lists of the printed shell commands (`-p`) that contain `marker`."""
+    cmds = []
+    for line in output.splitlines():
+        if line.startswith("Shell command:") and marker in line:
+            cmd = line.split("Shell command:", 1)[1].split(" > ")[0]
+            cmds.append(shlex.split(cmd))
+    return cmds

@@ -466,7 +466,7 @@ def test_tables_and_plot(tmp_path):
 
 @pytest.fixture(scope="module")
 def wf_glue(tmp_path_factory, glue_dir):
-    from test_workflow import copy_workflow
+    from conftest import copy_workflow
 
     wf = copy_workflow(tmp_path_factory.mktemp("wf-glue"))
     shutil.copytree(glue_dir, wf / "glue")
@@ -474,13 +474,13 @@ def wf_glue(tmp_path_factory, glue_dir):
 
 
 def _overlay(wf, name, finetune):
-    from test_workflow import write_yaml
+    from conftest import write_yaml
 
     return write_yaml(wf / name, {"finetune": finetune})
 
 
 def test_workflow_dry_run_two_tasks_two_seeds(wf_glue):
-    from test_workflow import job_counts, shell_commands, smk
+    from conftest import job_counts, shell_commands, smk
 
     _overlay(wf_glue, "ft.yaml", {"data_dir": "glue", "tasks": ["sst2", "rte"], "seeds": [1, 2]})
     out = smk(wf_glue, "-n", "-p", "finetune", "--configfile", "ft.yaml").stdout
@@ -498,7 +498,7 @@ def test_workflow_dry_run_two_tasks_two_seeds(wf_glue):
 
 
 def test_workflow_without_data_fails_before_any_job(wf_glue):
-    from test_workflow import smk
+    from conftest import smk
 
     p = smk(wf_glue, "-n", "finetune", check=False)
     assert p.returncode != 0 and "no GLUE data" in p.stdout and "--config finetune='{data_dir:" in p.stdout
@@ -509,7 +509,7 @@ def test_workflow_without_data_fails_before_any_job(wf_glue):
 @pytest.mark.slow
 def test_workflow_tiny_run_and_reruns(wf_glue, tiny_bigs, monkeypatch):
     """Real jobs on a stand-in pretrained model; a per-task change reruns only that task's jobs."""
-    from test_workflow import ROOT, job_counts, smk
+    from conftest import REPO as ROOT, job_counts, smk
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # jobs import bigs from this checkout, not an installed copy
 

@@ -6,7 +6,6 @@ whose tokens are arithmetic progressions (learnable from both neighbours).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -22,9 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from bigs.data.format import write_shard
 from bigs.errors import BigsError
 from bigs.pretrain import accumulation_steps, eval_cost_fraction, is_paper_recipe, lr_at, param_groups, parse_args
+
+from conftest import make_shard, metrics, run_cli, tiny_args, weights_hash
 
 GOLDEN = Path(__file__).parent / "golden" / "pretrain_tiny_losses.json"
 SEED_GPU_COMMAND = """--output_dir=BiGS_100k/ --dataset_path=PATH_OF_YOUR_TRAIN_CORPUS/ --model_type=s4-bert
@@ -35,23 +35,6 @@ SEED_GPU_COMMAND = """--output_dir=BiGS_100k/ --dataset_path=PATH_OF_YOUR_TRAIN_
 --schedule_type=cosine"""
 
 
-def make_shard(path, n, L=32, P=5, seed=0):
-    """n instances: [CLS] base, base+s, base+2s, ... [SEP], 3 masked positions, 0-padded."""
-    r = np.random.default_rng(seed)
-    ids, mask = np.zeros((n, L), np.int32), np.zeros((n, L), np.int8)
-    pos, mids = np.zeros((n, P), np.int32), np.zeros((n, P), np.int32)
-    for i in range(n):
-        ln = int(r.integers(12, L + 1))
-        toks = int(r.integers(2000, 2050)) + int(r.integers(1, 4)) * np.arange(ln - 2)
-        ids[i, 0], ids[i, 1 : ln - 1], ids[i, ln - 1] = 101, toks, 102
-        mask[i, :ln] = 1
-        p = np.sort(r.choice(np.arange(1, ln - 1), size=3, replace=False))
-        pos[i, :3], mids[i, :3] = p, ids[i, p]
-        ids[i, p] = 103
-    write_shard(path, input_ids=ids, input_mask=mask, segment_ids=np.zeros_like(mask),
-                masked_lm_positions=pos, masked_lm_ids=mids)
-
-
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("shards")
@@ -59,38 +42,6 @@ def shards(tmp_path_factory) -> Path:
         make_shard(d / f"train_shard_{k}.hdf5", 40 + 7 * k, seed=k)
     make_shard(d / "test_shard_0.hdf5", 30, seed=99)
     return d
-
-
-def tiny_args(data, out, steps=30, **over) -> list[str]:
-    flags = dict(output_dir=out, dataset_path=data, max_seq_length=32, max_predictions_per_seq=5,
-                 per_device_train_batch_size=8, per_device_eval_batch_size=8, n_layers=2, hidden_size=32,
-                 intermediate_size=48, num_total_train_steps=steps, warmup_steps=5, logging_steps=1,
-                 save_steps=10, eval_steps=15, learning_rate=3e-3, hidden_dropout_prob=0.1, seed=7)
-    flags.update(over)
-    return [f"--{k}={v}" for k, v in flags.items()]
-
-
-def run_cli(args, env=None, check=True, launcher=()):
-    cmd = [*launcher] if launcher else [sys.executable, "-m", "bigs.pretrain"]
-    r = subprocess.run(cmd + args, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
-    if check and r.returncode != 0:
-        raise AssertionError(f"exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    return r
-
-
-def metrics(out, kind="train"):
-    return [json.loads(ln) for ln in (Path(out) / "metrics.jsonl").read_text().splitlines() if json.loads(ln)["kind"] == kind]
-
-
-def weights_hash(directory) -> str:
-    from safetensors.torch import load_file
-
-    sd = load_file(str(Path(directory) / "model.safetensors"))
-    h = hashlib.sha256()
-    for k in sorted(sd):
-        h.update(k.encode())
-        h.update(sd[k].contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- pure helpers

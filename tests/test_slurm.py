@@ -4,7 +4,10 @@
 
 Skipped unless SLURM answers (`squeue`). A tiny config runs every stage as sbatch jobs (data
 stages, a 20-step pretrain, evaluation, plots); then the outputs are checked and the pretrain
-job's own SLURM record must show the GPU that profiles/slurm asks for.
+job's own SLURM record must show the GPU that profiles/slurm asks for. Then a pretrain job on the
+lane's two-node partition (`two`, two slurmd on 127.0.0.2/127.0.0.3): one torchrun per node
+started by scripts/pretrain.sh with srun, CPU/gloo, must end at the weights of one process at the
+same global batch.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from test_workflow import TINY, copy_workflow, write_yaml
+from conftest import TINY, copy_workflow, smk, write_yaml
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -87,3 +90,61 @@ def test_pretrain_job_asked_for_a_gpu(lane):
     assert "JobState=COMPLETED" in record, record
     others = [j for j in jobs.splitlines() if "rule_mask_shard" in j]
     assert others and all("gpu" not in j for j in others), "data jobs must not hold GPUs"
+
+
+# ------------------------------------------------------------------ two nodes (issue 13 §2)
+SAME_GLOBAL_BATCH = {"hidden_dropout_prob": 0.0, "global_batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def two_nodes(lane):
+    wf, _ = lane
+    if "two" not in subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=20).stdout:
+        pytest.skip("no two-node partition `two` (start the lane with: bash .ci/slurm.sh)")
+    runs = [{"name": "lane"}, {"name": "one", **SAME_GLOBAL_BATCH, "per_device_train_batch_size": 8},
+            {"name": "two", **SAME_GLOBAL_BATCH, "per_device_train_batch_size": 4}]
+    write_yaml(wf / "two.yaml", {**TINY, "runs": runs})
+    smk(wf, "results/pretrain/one/final/model.safetensors", "--cores", "2", "--configfile", "two.yaml")  # reference
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    cmd = [
+        sys.executable, "-m", "snakemake", "results/pretrain/two/final/model.safetensors",
+        "--profile", "profiles/slurm", "--configfile", "two.yaml",
+        "--set-resources", "train_run:nodes=2", "train_run:tasks=2", "train_run:gpu=0",
+        "train_run:slurm_partition=two", "train_run:mem_mb=2000", "--set-threads", "train_run=1",
+        "--slurm-no-account", "--slurm-keep-successful-logs", "--jobs", "2",
+        "--slurm-init-seconds-before-status-checks", "5",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=wf, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+        pytest.fail(f"two-node pretrain did not finish in 600 s:\n{out[-5000:]}")
+    (wf / "snakemake-two.out").write_text(out)
+    log = (wf / "logs" / "train_run" / "two.log").read_text() if (wf / "logs/train_run/two.log").exists() else ""
+    assert proc.returncode == 0, f"two-node pretrain failed:\n{out[-5000:]}\n--- train log:\n{log[-5000:]}"
+    return wf, log
+
+
+def test_two_node_job_starts_one_torchrun_per_node_with_srun(two_nodes):
+    wf, log = two_nodes
+    assert "pretrain.sh: output_dir=results/pretrain/two nodes=2" in log
+    assert "--overlap --kill-on-bad-exit=1 --nodes=2 --ntasks=2 --ntasks-per-node=1" in log
+    assert "--nnodes=2 --nproc_per_node=1" in log and "--rdzv_backend=c10d --rdzv_endpoint=127.0.0.2:" in log
+    assert "device cpu × 2" in log and "global batch 8 (4 × 2 devices × 1 accumulation)" in log
+    jobs = subprocess.run(["scontrol", "-o", "show", "job"], capture_output=True, text=True, timeout=30).stdout
+    records = [j for j in jobs.splitlines() if "rule_train_run" in j and "Partition=two" in j]
+    record = records[-1] if records else ""
+    assert "NumNodes=2" in record and "JobState=COMPLETED" in record, record or jobs[-3000:]
+
+
+def test_two_node_job_ends_at_the_one_process_weights(two_nodes):
+    from safetensors.torch import load_file
+
+    wf, _ = two_nodes
+    a = load_file(str(wf / "results/pretrain/two/final/model.safetensors"))
+    b = load_file(str(wf / "results/pretrain/one/final/model.safetensors"))
+    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    (wf / "two-node-max-abs-diff.txt").write_text(f"{diff}\n")
+    assert diff < 1e-5, diff

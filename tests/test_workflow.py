@@ -10,30 +10,15 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ["Snakefile", "rules", "schemas", "scripts", "envs", "presets", "profiles", "config.yaml", "data"]
+from conftest import REPO, TINY, copy_workflow, job_counts, shell_commands, smk, write_yaml
 
-# The trimmed embedded default: same stages, fewer shards, a 20-step tiny model.
-TINY = {
-    "shards": {"num_train_shards": 2, "num_test_shards": 1},
-    "samples": {"dup_factor": 2},
-    "pretrain": {
-        "n_layers": 1, "hidden_size": 32, "intermediate_size": 48, "num_ssm": 8,
-        "per_device_train_batch_size": 8, "per_device_eval_batch_size": 16,
-        "num_total_train_steps": 20, "warmup_steps": 5, "logging_steps": 5, "eval_steps": 10,
-        "save_steps": 10, "eval_batches": 4,
-    },
-    "evaluate": {"max_batches": 4, "batch_size": 16},
-}  # fmt: skip
+ROOT = REPO
 
 # The original BiGS pre-training README (jxiw/BiGS), GPU command (the TPU command has the same flags).
 SEED_COMMAND = """python pretrain.py --output_dir=BiGS_100k/ --dataset_path=PATH_OF_YOUR_TRAIN_CORPUS/
@@ -42,55 +27,6 @@ SEED_COMMAND = """python pretrain.py --output_dir=BiGS_100k/ --dataset_path=PATH
 --adam_beta1=0.9 --adam_beta2=0.98 --logging_steps=100 --save_steps=5000 --eval_steps=8000 --n_layers=23
 --warmup_steps=2000 --num_total_train_steps=100000 --hidden_dropout_prob=0.1 --hidden_size=1024
 --intermediate_size=3072 --schedule_type=cosine"""
-
-
-def copy_workflow(dest: Path) -> Path:
-    """The workflow's own files in a fresh dir (results/, logs/, .snakemake/ stay out)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, dirs_exist_ok=True)
-        elif src.exists():
-            shutil.copy2(src, dest / name)
-    return dest
-
-
-def write_yaml(path: Path, data) -> Path:
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def smk(wf: Path, *args, check=True, timeout=900):
-    """Run snakemake in `wf`; returns the CompletedProcess (stdout+stderr in .stdout)."""
-    cmd = [sys.executable, "-m", "snakemake", *args]
-    p = subprocess.run(cmd, cwd=wf, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
-    if check:
-        assert p.returncode == 0, f"{shlex.join(cmd[2:])} failed:\n{p.stdout[-6000:]}"
-    return p
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a (dry) run: rule -> count."""
-    counts = {}
-    table = output.split("Job stats:")[-1] if "Job stats:" in output else ""
-    for line in table.splitlines()[3:]:
-        m = re.fullmatch(r"\s*(\w+)\s+(\d+)\s*", line)
-        if not m:
-            break
-        counts[m.group(1)] = int(m.group(2))
-    counts.pop("total", None)
-    return counts
-
-
-def shell_commands(output: str, marker: str) -> list[list[str]]:
-    """Argument lists of the printed shell commands (`-p`) that contain `marker`."""
-    cmds = []
-    for line in output.splitlines():
-        if line.startswith("Shell command:") and marker in line:
-            cmd = line.split("Shell command:", 1)[1].split(" > ")[0]
-            cmds.append(shlex.split(cmd))
-    return cmds
 
 
 @pytest.fixture(scope="module")

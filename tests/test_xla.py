@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("torch_xla")
-from test_pretrain import make_shard, tiny_args  # noqa: E402
+from conftest import make_shard, tiny_args  # noqa: E402
 
 pytestmark = pytest.mark.xla
 

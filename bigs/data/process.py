@@ -5,7 +5,10 @@
     python -m bigs.data.process -f texts/ -o OUT --type text     # articles separated by blank lines
 
 Writes OUT/<type>_one_article_per_line.txt: one article per line, a blank line after each
-(as the original). wiki: wikiextractor >= 3.1.0 (older crashes on Python 3.11), title line
+(as the original). Files are streamed: articles are read in chunks of ≈CHUNK_CHARS characters and
+cleaned by n_processes workers with a bounded number of chunks in flight, so memory stays flat
+however large a file or the corpus is (issue 13: a whole file used to be held, ≈5× its size, per
+worker), and one big file is cleaned in parallel too. wiki: wikiextractor >= 3.1.0 (older crashes on Python 3.11), title line
 dropped. bookcorpus: each .txt file under the tree is one article. Every article is NFC-normalised,
 control/format characters are removed, whitespace collapsed; empty articles are dropped; invalid
 UTF-8 is replaced (U+FFFD) and counted in the log.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import bz2
 import codecs
+import collections
 import logging
 import multiprocessing
 import re
@@ -54,40 +58,74 @@ def clean(text: str) -> str:
     return _WS.sub(" ", text).strip()
 
 
-def read_text(path: Path) -> tuple[str, int]:
-    """File contents (utf-8, BOM dropped, bad bytes replaced) and the number of bad bytes."""
+CHUNK_CHARS = 4 << 20  # raw characters per worker task; 2 × n_processes tasks in flight at most
+
+
+def _open_text(path: Path):
+    """utf-8, BOM dropped, bad bytes replaced (and counted); lines split at \\n only."""
+    return open(path, encoding="utf-8-sig", errors="bigs_count", newline="\n")
+
+
+_BLANK_LINES = re.compile(r"\n\s*\n")
+
+
+def _raw_text_articles(path: Path):
+    """Articles separated by blank (whitespace-only) lines, as raw blocks, read CHUNK_CHARS at a
+    time; a separator cut by a read boundary is found once the next read is appended."""
+    tail = ""
+    with _open_text(path) as f:
+        while block := f.read(CHUNK_CHARS):
+            parts = _BLANK_LINES.split(tail + block)
+            tail = parts.pop()  # may go on in the next read
+            yield from parts
+    if tail:
+        yield tail
+
+
+def _raw_wiki_articles(path: Path):
+    """wikiextractor output: <doc ...>\\nTitle\\n\\nbody…\\n</doc>: the body without the title, streamed."""
+    body = None
+    with _open_text(path) as f:
+        for line in f:
+            if body is None:
+                if line.startswith("<doc ") and line.rstrip("\n").endswith(">"):
+                    body = []
+            elif "</doc>" in line:
+                body.append(line[: line.index("</doc>")])
+                text = "".join(body)
+                yield text.split("\n", 1)[1] if "\n" in text else ""  # title line dropped
+                body = None
+            else:
+                body.append(line)
+
+
+def _raw_book(path: Path):
+    """A book is one article (books are small files)."""
+    with _open_text(path) as f:
+        yield f.read()
+
+
+RAW_READERS = {"text": _raw_text_articles, "wiki": _raw_wiki_articles, "bookcorpus": _raw_book}
+
+
+def clean_articles(raw: list[str]) -> list[str]:
+    """Worker task: clean a chunk of raw articles, dropping empty ones."""
+    return [a for a in map(clean, raw) if a]
+
+
+def raw_chunks(files: list[Path], kind: str):
+    """(path, chunk of raw articles, bad bytes so far in that file) of every file, ≈CHUNK_CHARS each."""
     global _bad_bytes
-    _bad_bytes = 0
-    text = path.read_bytes().decode("utf-8-sig", errors="bigs_count")
-    return text, _bad_bytes
-
-
-def articles_from_text(text: str) -> list[str]:
-    """Articles separated by blank lines; lines of one article joined with a space."""
-    return [a for a in (clean(block) for block in re.split(r"\n\s*\n", text)) if a]
-
-
-def _text_file(path: Path) -> tuple[list[str], int]:
-    text, bad = read_text(path)
-    return articles_from_text(text), bad
-
-
-def _book_file(path: Path) -> tuple[list[str], int]:
-    text, bad = read_text(path)
-    book = clean(text)
-    return ([book] if book else []), bad
-
-
-def _wiki_file(path: Path) -> tuple[list[str], int]:
-    """wikiextractor output: <doc ...>\\nTitle\\n\\nbody…\\n</doc>; title dropped."""
-    text, bad = read_text(path)
-    out = []
-    for body in re.findall(r"<doc [^>]*>\n(.*?)</doc>", text, flags=re.S):
-        lines = body.split("\n", 1)
-        article = clean(lines[1]) if len(lines) > 1 else ""
-        if article:
-            out.append(article)
-    return out, bad
+    for path in files:
+        _bad_bytes = 0
+        chunk, size = [], 0
+        for raw in RAW_READERS[kind](path):
+            chunk.append(raw)
+            size += len(raw)
+            if size >= CHUNK_CHARS:
+                yield path, chunk, None
+                chunk, size = [], 0
+        yield path, chunk, _bad_bytes  # the file's last chunk (maybe empty) carries its bad-byte count
 
 
 def check_bz2(path: Path) -> None:
@@ -135,19 +173,29 @@ def process(src, out_dir, kind: str, n_processes: int = 1) -> Path:
             if not src.is_file():
                 raise fail(src, "-f", "expected a Wikipedia XML dump (.xml or .xml.bz2)")
             run_wikiextractor(src, Path(tmp), n_processes)
-            files, reader = sorted(p for p in Path(tmp).rglob("wiki_*") if p.is_file()), _wiki_file
+            files = sorted(p for p in Path(tmp).rglob("wiki_*") if p.is_file())
         else:
             files = input_files(src, kind)
-            reader = _book_file if kind == "bookcorpus" else _text_file
         n_articles = bad = 0
         with atomic_path(out) as tmp_out, open(tmp_out, "w", encoding="utf-8", newline="\n") as f:
-            with multiprocessing.Pool(n_processes) if n_processes > 1 and len(files) > 1 else _Serial() as pool:
-                for path, (articles, nbad) in zip(files, pool.imap(reader, files)):
-                    if nbad:
-                        log.warning("%s: %d invalid UTF-8 byte(s) replaced with U+FFFD", path, nbad)
-                    bad += nbad
-                    n_articles += len(articles)
-                    f.writelines(a + "\n\n" for a in articles)
+            with multiprocessing.Pool(n_processes) if n_processes > 1 else _Serial() as pool:
+                pending = collections.deque()  # in order; bounded so reading never runs far ahead
+
+                def drain(keep: int) -> None:
+                    nonlocal n_articles, bad
+                    while len(pending) > keep:
+                        path, result, nbad = pending.popleft()
+                        articles = result.get()
+                        n_articles += len(articles)
+                        f.writelines(a + "\n\n" for a in articles)
+                        if nbad:
+                            log.warning("%s: %d invalid UTF-8 byte(s) replaced with U+FFFD", path, nbad)
+                            bad += nbad
+
+                for path, chunk, nbad in raw_chunks(files, kind):
+                    pending.append((path, pool.apply_async(clean_articles, (chunk,)), nbad))
+                    drain(keep=2 * n_processes)
+                drain(keep=0)
             if n_articles == 0:
                 raise fail(src, "-f", "empty corpus: no non-empty articles found")
     log.info("%s: %d articles from %d file(s), %d invalid UTF-8 byte(s) replaced", out, n_articles, len(files), bad)
@@ -157,14 +205,21 @@ def process(src, out_dir, kind: str, n_processes: int = 1) -> Path:
 class _Serial:
     """Pool stand-in for one process."""
 
+    class _Done:
+        def __init__(self, value):
+            self.value = value
+
+        def get(self):
+            return self.value
+
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         return False
 
-    def imap(self, fn, items):
-        return map(fn, items)
+    def apply_async(self, fn, args):
+        return self._Done(fn(*args))
 
 
 def main(argv=None):
