@@ -63,8 +63,10 @@ def main():
         out = work / f"shards{n}"
         shutil.rmtree(out, ignore_errors=True)
         m = measure(f"from bigs.data.shard import shard; shard({str(corpus)!r}, {str(out)!r}, 4, 2, 0.1, 1, {n})")
-        print(f"shard      n_processes={n}: {text_mb:.2f} MB in {m['seconds']:.2f} s = {text_mb / m['seconds']:.2f} MB/s, "
-              f"peak RSS {m['peak_rss_mb']:.0f} MB")
+        print(
+            f"shard      n_processes={n}: {text_mb:.2f} MB in {m['seconds']:.2f} s = {text_mb / m['seconds']:.2f} MB/s, "
+            f"peak RSS {m['peak_rss_mb']:.0f} MB"
+        )
     shards = work / "shards1"
 
     # floor: single-thread tokenizers on the same sentence lines
@@ -80,21 +82,29 @@ def main():
     """)
     n_tokens, floor_s = m["result"]
     floor = n_tokens / floor_s
-    print(f"tokenizers encode_batch_fast, 1 thread: {n_tokens} tokens in {floor_s:.2f} s = {floor / 1e3:.0f}k tokens/s (floor)")
+    print(
+        f"tokenizers encode_batch_fast, 1 thread: {n_tokens} tokens in {floor_s:.2f} s = {floor / 1e3:.0f}k tokens/s (floor)"
+    )
 
     # samples: dup 1 and 10, one process; n_processes 2
     times = {}
     for dup, n in ((1, 1), (10, 1), (1, 2), (10, 2)):
         out = work / f"samples-d{dup}-n{n}"
         shutil.rmtree(out, ignore_errors=True)
-        m = measure(f"from bigs.data.samples import generate; generate({str(shards)!r}, {str(out)!r}, dup_factor={dup}, "
-                    f"seed=42, max_seq_length=128, n_processes={n})")
+        m = measure(
+            f"from bigs.data.samples import generate; generate({str(shards)!r}, {str(out)!r}, dup_factor={dup}, "
+            f"seed=42, max_seq_length=128, n_processes={n})"
+        )
         times[dup, n] = m["seconds"]
-        print(f"samples    dup={dup:<2} n_processes={n}: {m['seconds']:.2f} s = {n_tokens / m['seconds'] / 1e3:.0f}k input "
-              f"tokens/s ({n_tokens / m['seconds'] / ACADEMIC_BUDGET_TOKENS_PER_S:.2f}x academic-budget 205k; "
-              f"{n_tokens / m['seconds'] / floor:.0%} of the floor), peak RSS {m['peak_rss_mb']:.0f} MB")
-    print(f"samples    dup 10 / dup 1 time (1 process): {times[10, 1] / times[1, 1]:.2f}x; "
-          f"n_processes 1 -> 2 speedup: dup 1 {times[1, 1] / times[1, 2]:.2f}x, dup 10 {times[10, 1] / times[10, 2]:.2f}x")
+        print(
+            f"samples    dup={dup:<2} n_processes={n}: {m['seconds']:.2f} s = {n_tokens / m['seconds'] / 1e3:.0f}k input "
+            f"tokens/s ({n_tokens / m['seconds'] / ACADEMIC_BUDGET_TOKENS_PER_S:.2f}x academic-budget 205k; "
+            f"{n_tokens / m['seconds'] / floor:.0%} of the floor), peak RSS {m['peak_rss_mb']:.0f} MB"
+        )
+    print(
+        f"samples    dup 10 / dup 1 time (1 process): {times[10, 1] / times[1, 1]:.2f}x; "
+        f"n_processes 1 -> 2 speedup: dup 1 {times[1, 1] / times[1, 2]:.2f}x, dup 10 {times[10, 1] / times[10, 2]:.2f}x"
+    )
 
     if a.skip_big:
         return
@@ -110,9 +120,13 @@ def main():
     big_mb = target.stat().st_size / 1e6
     out = work / "samples-big"
     shutil.rmtree(out, ignore_errors=True)
-    m = measure(f"from bigs.data.samples import generate; generate({str(big)!r}, {str(out)!r}, dup_factor=1, seed=42, "
-                "max_seq_length=128, n_processes=1)")
-    print(f"samples    {big_mb:.0f} MB text shard, dup 1, 1 process: {m['seconds']:.1f} s, peak RSS {m['peak_rss_mb']:.0f} MB")
+    m = measure(
+        f"from bigs.data.samples import generate; generate({str(big)!r}, {str(out)!r}, dup_factor=1, seed=42, "
+        "max_seq_length=128, n_processes=1)"
+    )
+    print(
+        f"samples    {big_mb:.0f} MB text shard, dup 1, 1 process: {m['seconds']:.1f} s, peak RSS {m['peak_rss_mb']:.0f} MB"
+    )
 
 
 if __name__ == "__main__":

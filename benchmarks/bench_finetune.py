@@ -32,10 +32,28 @@ SIZES = {  # name: (layers, hidden, BiGS intermediate)
     "paper": (23, 1024, 3072),
 }
 # GLUE train / dev sizes (the tasks' own counts; MNLI dev = matched + mismatched).
-TRAIN = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qqp": 363846, "mnli": 392702,
-         "qnli": 104743, "rte": 2490, "wnli": 635}
-DEV = {"cola": 1043, "sst2": 872, "mrpc": 408, "stsb": 1500, "qqp": 40430, "mnli": 9815 + 9832,
-       "qnli": 5463, "rte": 277, "wnli": 71}
+TRAIN = {
+    "cola": 8551,
+    "sst2": 67349,
+    "mrpc": 3668,
+    "stsb": 5749,
+    "qqp": 363846,
+    "mnli": 392702,
+    "qnli": 104743,
+    "rte": 2490,
+    "wnli": 635,
+}
+DEV = {
+    "cola": 1043,
+    "sst2": 872,
+    "mrpc": 408,
+    "stsb": 1500,
+    "qqp": 40430,
+    "mnli": 9815 + 9832,
+    "qnli": 5463,
+    "rte": 277,
+    "wnli": 71,
+}
 EPOCHS = 3
 
 
@@ -46,11 +64,25 @@ def build(kind: str, size: str, seq: int):
 
     layers, H, I = SIZES[size]
     if kind == "bigs":
-        return BiGSForSequenceClassification(BiGSConfig(hidden_size=H, num_hidden_layers=layers, intermediate_size=I,
-                                                        max_position_embeddings=max(seq, 128), num_labels=2))
-    return BertForSequenceClassification(BertConfig(hidden_size=H, num_hidden_layers=layers, intermediate_size=I * 3 // 2,
-                                                    num_attention_heads=max(1, H // 64), num_labels=2,
-                                                    max_position_embeddings=max(seq, 512)))
+        return BiGSForSequenceClassification(
+            BiGSConfig(
+                hidden_size=H,
+                num_hidden_layers=layers,
+                intermediate_size=I,
+                max_position_embeddings=max(seq, 128),
+                num_labels=2,
+            )
+        )
+    return BertForSequenceClassification(
+        BertConfig(
+            hidden_size=H,
+            num_hidden_layers=layers,
+            intermediate_size=I * 3 // 2,
+            num_attention_heads=max(1, H // 64),
+            num_labels=2,
+            max_position_embeddings=max(seq, 512),
+        )
+    )
 
 
 def bench(kind: str, size: str, batch: int, seq: int, steps: int, device: torch.device) -> dict:
@@ -92,8 +124,12 @@ def bench(kind: str, size: str, batch: int, seq: int, steps: int, device: torch.
         sync()
         rates[name] = steps * batch / (time.perf_counter() - t0)
     encoder = sum(p.numel() for n, p in model.named_parameters() if ".layer." in n)
-    return {"train": rates["train"], "eval": rates["eval"], "encoder_params": encoder,
-            "params": sum(p.numel() for p in model.parameters())}
+    return {
+        "train": rates["train"],
+        "eval": rates["eval"],
+        "encoder_params": encoder,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def human(s: float) -> str:
@@ -111,17 +147,25 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+    device = torch.device(
+        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {where}; batch {args.batch} x L {args.seq}; {args.steps} timed steps; "
-          f"{'bf16 autocast' if device.type == 'cuda' else 'fp32'}")
-    print(f"{'size':6} {'model':5} {'encoder params':>15} {'train ex/s':>11} {'eval ex/s':>10} {'GLUE suite (3 epochs, 1 device)':>32}")
+    print(
+        f"device: {where}; batch {args.batch} x L {args.seq}; {args.steps} timed steps; "
+        f"{'bf16 autocast' if device.type == 'cuda' else 'fp32'}"
+    )
+    print(
+        f"{'size':6} {'model':5} {'encoder params':>15} {'train ex/s':>11} {'eval ex/s':>10} {'GLUE suite (3 epochs, 1 device)':>32}"
+    )
     for size in args.sizes:
         for kind in ("bigs", "bert"):
             r = bench(kind, size, args.batch, args.seq, args.steps, device)
             per_task = {t: EPOCHS * TRAIN[t] / r["train"] + DEV[t] / r["eval"] for t in TRAIN}  # dev once, at the end
-            print(f"{size:6} {kind:5} {r['encoder_params']:>15,} {r['train']:>11.1f} {r['eval']:>10.1f} "
-                  f"{human(sum(per_task.values())):>32}")
+            print(
+                f"{size:6} {kind:5} {r['encoder_params']:>15,} {r['train']:>11.1f} {r['eval']:>10.1f} "
+                f"{human(sum(per_task.values())):>32}"
+            )
             print("       per task: " + ", ".join(f"{t} {human(s)}" for t, s in per_task.items()))
 
 

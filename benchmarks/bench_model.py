@@ -80,32 +80,48 @@ def bench_models(args, port):
     B, L = args.batch, args.seq_len
     for size in args.sizes:
         H, I, n = SIZES[size]
-        common = dict(vocab_size=30522, hidden_size=H, intermediate_size=I, num_hidden_layers=n,
-                      max_position_embeddings=512, hidden_dropout_prob=0.1)
-        models = {"bigs": BiGSForMaskedLM(BiGSConfig(**common)),
-                  "bigs(full head)": BiGSForMaskedLM(BiGSConfig(mlm_head="full", **common)),
-                  "bert": BertForMaskedLM(BertConfig(num_attention_heads=H // 64, attention_probs_dropout_prob=0.1,
-                                                     **common))}
+        common = dict(
+            vocab_size=30522,
+            hidden_size=H,
+            intermediate_size=I,
+            num_hidden_layers=n,
+            max_position_embeddings=512,
+            hidden_dropout_prob=0.1,
+        )
+        models = {
+            "bigs": BiGSForMaskedLM(BiGSConfig(**common)),
+            "bigs(full head)": BiGSForMaskedLM(BiGSConfig(mlm_head="full", **common)),
+            "bert": BertForMaskedLM(
+                BertConfig(num_attention_heads=H // 64, attention_probs_dropout_prob=0.1, **common)
+            ),
+        }
         if port is not None:
             PortMLM, PortConfig = port
             models["original port"] = PortMLM(PortConfig(**common))
         for m in models.values():
             m.train()
         med = time_round_robin(models, make_batch(B, L, 30522), args.steps)
-        print(f"\n== {size}: H {H} / I {I} / {n} layers, batch {B} x L {L}, fp32 fwd+bwd, "
-              f"{torch.get_num_threads()} threads, median of {args.steps} ==")
+        print(
+            f"\n== {size}: H {H} / I {I} / {n} layers, batch {B} x L {L}, fp32 fwd+bwd, "
+            f"{torch.get_num_threads()} threads, median of {args.steps} =="
+        )
         for name, t in med.items():
             line = f"{name:>16}: {t * 1e3:8.1f} ms/step  {B * L / t:9.0f} tokens/s"
-            ratios = [f"{med[other] / t:.2f}x vs {other}" for other in ("bert", "original port")
-                      if other in med and other != name and name.startswith("bigs")]
+            ratios = [
+                f"{med[other] / t:.2f}x vs {other}"
+                for other in ("bert", "original port")
+                if other in med and other != name and name.startswith("bigs")
+            ]
             print(line + ("   " + ", ".join(ratios) if ratios else ""))
 
 
 def bench_sweep(args):
     """Both directions' convolutions, fwd+bwd, (L, B, H) fp32: Toeplitz GEMM vs rfft/irfft."""
     B, H = args.batch, args.sweep_hidden
-    print(f"\n== conv sweep: B {B} x H {H}, fp32, fwd+bwd of a causal + an anti-causal conv "
-          f"(current AUTO_TOEPLITZ_MAX_LEN = {AUTO_TOEPLITZ_MAX_LEN}) ==")
+    print(
+        f"\n== conv sweep: B {B} x H {H}, fp32, fwd+bwd of a causal + an anti-causal conv "
+        f"(current AUTO_TOEPLITZ_MAX_LEN = {AUTO_TOEPLITZ_MAX_LEN}) =="
+    )
     for L in args.sweep_lengths:
         K = torch.randn(L, requires_grad=True)
         D = torch.randn(1, requires_grad=True)
@@ -117,8 +133,7 @@ def bench_sweep(args):
                 (conv(u, K, D) + conv(u, K, D, reverse=True)).sum().backward()
                 res.setdefault(name, []).append(time.perf_counter() - t0)
         t_toe, t_fft = (statistics.median(res[k][1:]) for k in ("toeplitz", "fft"))
-        print(f"L {L:5d}: toeplitz {t_toe * 1e3:8.2f} ms  fft {t_fft * 1e3:8.2f} ms  "
-              f"fft/toeplitz {t_fft / t_toe:5.2f}")
+        print(f"L {L:5d}: toeplitz {t_toe * 1e3:8.2f} ms  fft {t_fft * 1e3:8.2f} ms  fft/toeplitz {t_fft / t_toe:5.2f}")
 
 
 def main():

@@ -1,4 +1,4 @@
-"""Data stages at corpus size (issue 13 §4): process -> shard -> samples through Snakemake with
+"""Data stages at corpus size: process -> shard -> samples through Snakemake with
 per-shard jobs, per stage MB/s, tokens/s per core and peak RSS per job, and the wall time
 extrapolated to the paper-size corpus on one 32-core node and on N SLURM nodes.
 
@@ -43,8 +43,12 @@ WORKFLOW_FILES = ["Snakefile", "rules", "schemas", "scripts", "envs", "presets",
 TARGETS_MB = {"wikipedia": 20_000, "bookcorpus": 4_854}
 # stage -> the words of a job's command line that mark it (rules process_corpus, shard_corpus,
 # tokenize_shard, mask_shard)
-STAGES = {"process": ("process.py",), "shard": ("shard.py",), "tokenize": ("samples.py", "tokenize"),
-          "mask": ("samples.py", "mask")}
+STAGES = {
+    "process": ("process.py",),
+    "shard": ("shard.py",),
+    "tokenize": ("samples.py", "tokenize"),
+    "mask": ("samples.py", "mask"),
+}
 
 # Written as sitecustomize.py into the workflow copy: every job's `python -m bigs.data.*` finds it
 # there (the rules' job prefix puts the workflow dir first on PYTHONPATH) and records itself.
@@ -91,8 +95,21 @@ def build_corpus(work: Path, mb: int, seed: int = 0) -> Path:
         return raw
     articles_txt = work / "sample-articles" / "wiki_one_article_per_line.txt"
     if not articles_txt.exists():
-        subprocess.run([sys.executable, "-m", "bigs.data.process", "-f", str(SAMPLE), "-o", str(articles_txt.parent),
-                        "--type", "wiki"], check=True, cwd=REPO)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bigs.data.process",
+                "-f",
+                str(SAMPLE),
+                "-o",
+                str(articles_txt.parent),
+                "--type",
+                "wiki",
+            ],
+            check=True,
+            cwd=REPO,
+        )
     articles = [ln for ln in articles_txt.read_text().splitlines() if ln.strip()]
     shutil.rmtree(raw, ignore_errors=True)
     raw.mkdir(parents=True)
@@ -126,17 +143,36 @@ def run_workflow(work: Path, raw: Path, mb: int, shard_mb: int, dup: int, cores:
         (shutil.copytree if src.is_dir() else shutil.copy)(src, wf / name)
     n_train = max(1, math.ceil(mb * 0.9 / shard_mb))
     n_test = max(1, math.ceil(mb * 0.1 / shard_mb))
-    (wf / "bench.yaml").write_text(json.dumps({
-        "corpus": {"name": "bench", "source": "raw", "raw": {"type": "text", "path": str(raw)}},
-        "shards": {"num_train_shards": n_train, "num_test_shards": n_test, "frac_test": 0.1, "seed": 42},
-        "samples": {"dup_factor": dup},
-    }))
+    (wf / "bench.yaml").write_text(
+        json.dumps(
+            {
+                "corpus": {"name": "bench", "source": "raw", "raw": {"type": "text", "path": str(raw)}},
+                "shards": {"num_train_shards": n_train, "num_test_shards": n_test, "frac_test": 0.1, "seed": 42},
+                "samples": {"dup_factor": dup},
+            }
+        )
+    )
     (wf / "sitecustomize.py").write_text(MONITOR.replace("@LOG@", repr(str(wf / "jobs.jsonl"))))
     env = dict(os.environ, PYTHONPATH=str(REPO))  # after the workflow dir (job prefix): bigs from this checkout
     t = time.time()
-    subprocess.run([sys.executable, "-m", "snakemake", "samples", "--cores", str(cores), "--configfile", "bench.yaml",
-                    "--set-threads", f"process_corpus={cores}", f"shard_corpus={cores}"],
-                   cwd=wf, env=env, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "samples",
+            "--cores",
+            str(cores),
+            "--configfile",
+            "bench.yaml",
+            "--set-threads",
+            f"process_corpus={cores}",
+            f"shard_corpus={cores}",
+        ],
+        cwd=wf,
+        env=env,
+        check=True,
+    )
     return wf, time.time() - t
 
 
@@ -156,13 +192,25 @@ def report(wf: Path, mb: int, dup: int, cores: int, total_wall: float, nodes: li
             continue
         wall = max(j["start"] + j["wall_s"] for j in mine) - min(j["start"] for j in mine)
         cpu = sum(j["cpu_s"] for j in mine)
-        rows[stage] = {"jobs": len(mine), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
-                       "MB_per_s": round(mb / wall, 2), "MB_per_cpu_s": round(mb / cpu, 3),
-                       "tokens_per_s_per_core": round(tokens / cpu),
-                       "peak_rss_mb_per_job": round(max(j["peak_tree_rss_mb"] for j in mine)),
-                       "max_proc_rss_mb": round(max(j["max_proc_rss_mb"] for j in mine))}
-    out = {"input_mb": mb, "tokens": tokens, "dup_factor": dup, "cores": cores, "total_wall_s": round(total_wall, 1),
-           "stages": rows, "extrapolation": extrapolate(rows, mb, dup, nodes)}
+        rows[stage] = {
+            "jobs": len(mine),
+            "wall_s": round(wall, 1),
+            "cpu_s": round(cpu, 1),
+            "MB_per_s": round(mb / wall, 2),
+            "MB_per_cpu_s": round(mb / cpu, 3),
+            "tokens_per_s_per_core": round(tokens / cpu),
+            "peak_rss_mb_per_job": round(max(j["peak_tree_rss_mb"] for j in mine)),
+            "max_proc_rss_mb": round(max(j["max_proc_rss_mb"] for j in mine)),
+        }
+    out = {
+        "input_mb": mb,
+        "tokens": tokens,
+        "dup_factor": dup,
+        "cores": cores,
+        "total_wall_s": round(total_wall, 1),
+        "stages": rows,
+        "extrapolation": extrapolate(rows, mb, dup, nodes),
+    }
     return out
 
 
@@ -174,22 +222,34 @@ def extrapolate(rows: dict, mb: int, dup: int, nodes: list[int], cores_per_node:
     res = {"target_mb": size, "targets": TARGETS_MB}
     for n in nodes:
         one_node = ("process", "shard")  # single multi-process jobs: one node's cores at most
-        secs = sum(cpu_per_mb[s] * size / (cores_per_node if s in one_node else cores_per_node * n)
-                   for s in cpu_per_mb)
+        secs = sum(cpu_per_mb[s] * size / (cores_per_node if s in one_node else cores_per_node * n) for s in cpu_per_mb)
         res[f"{n}_node_hours"] = round(secs / 3600, 2)
     return res
 
 
 def markdown(r: dict) -> str:
-    lines = [f"Input {r['input_mb']} MB of text, {r['tokens']:,} WordPiece tokens, dup_factor {r['dup_factor']}, "
-             f"--cores {r['cores']}, {r['total_wall_s']} s in all.", "",
-             "| stage | jobs | wall s | MB/s | tokens/s per core | peak RSS per job (MB, tree) |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"Input {r['input_mb']} MB of text, {r['tokens']:,} WordPiece tokens, dup_factor {r['dup_factor']}, "
+        f"--cores {r['cores']}, {r['total_wall_s']} s in all.",
+        "",
+        "| stage | jobs | wall s | MB/s | tokens/s per core | peak RSS per job (MB, tree) |",
+        "|---|---|---|---|---|---|",
+    ]
     for s, x in r["stages"].items():
-        lines.append(f"| {s} | {x['jobs']} | {x['wall_s']} | {x['MB_per_s']} | {x['tokens_per_s_per_core']:,} | "
-                     f"{x['peak_rss_mb_per_job']} |")
+        lines.append(
+            f"| {s} | {x['jobs']} | {x['wall_s']} | {x['MB_per_s']} | {x['tokens_per_s_per_core']:,} | "
+            f"{x['peak_rss_mb_per_job']} |"
+        )
     e = r["extrapolation"]
-    lines += ["", f"Paper-size corpus ≈ {e['target_mb'] / 1000:.1f} GB (Wikipedia {TARGETS_MB['wikipedia'] / 1000:.1f} GB + BookCorpus {TARGETS_MB['bookcorpus'] / 1000:.1f} GB of text), dup_factor 10, perfect scaling assumed: "
-              + ", ".join(f"{k.replace('_node_hours', '')} × 32-core node(s) ≈ {v} h" for k, v in e.items() if k.endswith("_node_hours"))]
+    lines += [
+        "",
+        f"Paper-size corpus ≈ {e['target_mb'] / 1000:.1f} GB (Wikipedia {TARGETS_MB['wikipedia'] / 1000:.1f} GB + BookCorpus {TARGETS_MB['bookcorpus'] / 1000:.1f} GB of text), dup_factor 10, perfect scaling assumed: "
+        + ", ".join(
+            f"{k.replace('_node_hours', '')} × 32-core node(s) ≈ {v} h"
+            for k, v in e.items()
+            if k.endswith("_node_hours")
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 

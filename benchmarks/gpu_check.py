@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-
 from bench_pretrain import RECIPE_TOKENS, synthetic_shard  # benchmarks/ is this script's sys.path[0]
+
 from bigs.data.format import read_shard, write_shard
 from bigs.pretrain import TrainStream, build_model, build_optimizer, flops_per_token, parse_args, peak_flops
 
@@ -68,21 +68,66 @@ class Plan:
 
 
 # BERT-large: 24 layers, H 1024, I 4096; build_model gives H/64 = 16 heads and max(512, L) positions.
-FULL = Plan(bigs=[], bert=["--model_type", "bert", "--n_layers", "24", "--intermediate_size", "4096"],
-            parity=["--n_layers", "3", "--hidden_size", "96", "--intermediate_size", "200", "--num_ssm", "16",
-                    "--per_device_train_batch_size", "5"],
-            sync=["--hidden_size", "128", "--intermediate_size", "384", "--per_device_train_batch_size", "8"],
-            long_lengths=(512, 1024, 4096), timed_steps=10, train_steps=300, resume_at=250, positions_steps=100,
-            logging_steps=25, compile_backend="inductor", compile_min_s=150)
+FULL = Plan(
+    bigs=[],
+    bert=["--model_type", "bert", "--n_layers", "24", "--intermediate_size", "4096"],
+    parity=[
+        "--n_layers",
+        "3",
+        "--hidden_size",
+        "96",
+        "--intermediate_size",
+        "200",
+        "--num_ssm",
+        "16",
+        "--per_device_train_batch_size",
+        "5",
+    ],
+    sync=["--hidden_size", "128", "--intermediate_size", "384", "--per_device_train_batch_size", "8"],
+    long_lengths=(512, 1024, 4096),
+    timed_steps=10,
+    train_steps=300,
+    resume_at=250,
+    positions_steps=100,
+    logging_steps=25,
+    compile_backend="inductor",
+    compile_min_s=150,
+)
 # lr 5e-3: six steps at the paper's 6e-4 move the tiny model's loss less than the batch-to-batch noise
-SMOKE_BIGS = ["--n_layers", "2", "--hidden_size", "64", "--intermediate_size", "128", "--num_ssm", "16",
-              "--max_seq_length", "32", "--max_predictions_per_seq", "5", "--per_device_train_batch_size", "4",
-              "--learning_rate", "5e-3"]
+SMOKE_BIGS = [
+    "--n_layers",
+    "2",
+    "--hidden_size",
+    "64",
+    "--intermediate_size",
+    "128",
+    "--num_ssm",
+    "16",
+    "--max_seq_length",
+    "32",
+    "--max_predictions_per_seq",
+    "5",
+    "--per_device_train_batch_size",
+    "4",
+    "--learning_rate",
+    "5e-3",
+]
 # Inductor needs ~90 s to compile even the tiny model on 2 CPU cores: smoke traces with aot_eager
 # (dynamo + AOT autograd, no code generation), so the compile path runs without the wait.
-SMOKE = Plan(bigs=SMOKE_BIGS, bert=["--model_type", "bert", "--intermediate_size", "256"],
-             parity=FULL.parity, sync=[], long_lengths=(64, 128), timed_steps=3, train_steps=6, resume_at=4,
-             positions_steps=6, logging_steps=1, compile_backend="aot_eager", compile_min_s=20)
+SMOKE = Plan(
+    bigs=SMOKE_BIGS,
+    bert=["--model_type", "bert", "--intermediate_size", "256"],
+    parity=FULL.parity,
+    sync=[],
+    long_lengths=(64, 128),
+    timed_steps=3,
+    train_steps=6,
+    resume_at=4,
+    positions_steps=6,
+    logging_steps=1,
+    compile_backend="aot_eager",
+    compile_min_s=20,
+)
 
 T0 = time.time()
 
@@ -102,7 +147,9 @@ class Budget:
 
     def skip(self, need: float) -> str | None:
         """'skipped: …' when `need` seconds do not fit, else None."""
-        return None if self.left() >= need else f"skipped: budget (needs ~{need:.0f} s, {max(self.left(), 0):.0f} s left)"
+        return (
+            None if self.left() >= need else f"skipped: budget (needs ~{need:.0f} s, {max(self.left(), 0):.0f} s left)"
+        )
 
 
 def trainer_args(*flags: str) -> argparse.Namespace:
@@ -191,11 +238,18 @@ def time_step(model, args, batches, device, steps, compile_backend=None) -> dict
     dt = (time.perf_counter() - t) / steps
     tps = batches[0]["input_ids"].numel() / dt
     peak = peak_flops(device, "bf16")
-    del opt
-    return {"tokens_per_s": tps, "ms_per_step": dt * 1e3, "mfu": tps * flops_per_token(model, args) / peak if peak else None,
-            "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-            "first_step_s": first_s, "loss": loss, "steps": steps,
-            "batch": batches[0]["input_ids"].shape[0], "seq_len": batches[0]["input_ids"].shape[1]}
+    opt = None  # drop the reference so the memory can be freed
+    return {
+        "tokens_per_s": tps,
+        "ms_per_step": dt * 1e3,
+        "mfu": tps * flops_per_token(model, args) / peak if peak else None,
+        "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        "first_step_s": first_s,
+        "loss": loss,
+        "steps": steps,
+        "batch": batches[0]["input_ids"].shape[0],
+        "seq_len": batches[0]["input_ids"].shape[1],
+    }
 
 
 def timed(name: str, budget: Budget, need: float, fn) -> dict:
@@ -208,7 +262,9 @@ def timed(name: str, budget: Budget, need: float, fn) -> dict:
     except Exception as exc:  # noqa: BLE001 — recorded in the JSON, counted in the exit code
         say(f"  {name}: error {type(exc).__name__}: {exc}")
         return {"error": f"{type(exc).__name__}: {exc}"}
-    say(f"  {name}: {r['tokens_per_s']:,.0f} tokens/s, {r['ms_per_step']:.1f} ms/step, first step {r['first_step_s']:.1f} s")
+    say(
+        f"  {name}: {r['tokens_per_s']:,.0f} tokens/s, {r['ms_per_step']:.1f} ms/step, first step {r['first_step_s']:.1f} s"
+    )
     return r
 
 
@@ -232,7 +288,7 @@ def stressed(model):
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.Linear):
-                m.weight.normal_(0.0, m.in_features ** -0.5)
+                m.weight.normal_(0.0, m.in_features**-0.5)
     return model
 
 
@@ -251,15 +307,20 @@ def parity(plan: Plan, device: torch.device, work: Path, budget: Budget) -> dict
         if device.type == "cuda":
             ref = model(input_ids=ids).logits  # (B L V) CPU
             got = model.to(device)(input_ids=ids.to(device)).logits.cpu()
-            res["cuda_vs_cpu_logits"] = {**check((got - ref).abs().max().item(), LOGITS_ATOL), "max_abs_logit": ref.abs().max().item()}
+            res["cuda_vs_cpu_logits"] = {
+                **check((got - ref).abs().max().item(), LOGITS_ATOL),
+                "max_abs_logit": ref.abs().max().item(),
+            }
         else:
             res["cuda_vs_cpu_logits"] = {"skipped": "skipped: no CUDA"}
         model.to(device)
         ids = ids.to(device)
         toe, fft = with_conv(model, "toeplitz").eval(), with_conv(model, "fft").eval()
         ref = toe(input_ids=ids).logits
-        res["toeplitz_vs_fft_logits"] = {**check((ref - fft(input_ids=ids).logits).abs().max().item(), LOGITS_ATOL),
-                                         "max_abs_logit": ref.abs().max().item()}
+        res["toeplitz_vs_fft_logits"] = {
+            **check((ref - fft(input_ids=ids).logits).abs().max().item(), LOGITS_ATOL),
+            "max_abs_logit": ref.abs().max().item(),
+        }
         # the convolution alone at the longest L of long_sequence (auto switches to FFT beyond 1024)
         L = max(plan.long_lengths)
         g = torch.Generator().manual_seed(0)
@@ -268,7 +329,7 @@ def parity(plan: Plan, device: torch.device, work: Path, budget: Budget) -> dict
         D = torch.randn(1, generator=g).to(device)  # (1,) as S4D.D
         y_t, y_f = ssm_conv(u, K, D, "toeplitz"), ssm_conv(u, K, D, "fft")
         res[f"toeplitz_vs_fft_conv_L{L}"] = check(((y_t - y_f).abs().max() / y_t.abs().max()).item(), LOGITS_ATOL)
-    del model, toe, fft
+    model = toe = fft = None  # drop the reference so the memory can be freed
     free(device)
     return res
 
@@ -286,16 +347,22 @@ def bf16_vs_fp32(plan: Plan, device: torch.device, work: Path, trained: Path) ->
         torch.backends.cuda.matmul.allow_tf32 = False
     args = trainer_args(*plan.bigs)
     model = BiGSForMaskedLM.from_pretrained(trained).to(device).eval()
-    stream = iter(TrainStream([str(work / "train-shards" / "train_shard_0.hdf5")], args.per_device_train_batch_size, 0, 1, seed=1))
+    stream = iter(
+        TrainStream([str(work / "train-shards" / "train_shard_0.hdf5")], args.per_device_train_batch_size, 0, 1, seed=1)
+    )
     b = {k: v.to(device) for k, v in next(stream).items()}
     with torch.no_grad():
         fp32 = model(**b).loss.item()
         with torch.autocast(device.type, dtype=torch.bfloat16):
             bf16 = model(**b).loss.item()
-    del model
+    model = None  # drop the reference so the memory can be freed
     free(device)
-    return {**check(abs(bf16 - fp32) / fp32, BF16_LOSS_RTOL), "loss_fp32": fp32, "loss_bf16": bf16,
-            "model": f"{trained} (the training section's boolean run)"}
+    return {
+        **check(abs(bf16 - fp32) / fp32, BF16_LOSS_RTOL),
+        "loss_fp32": fp32,
+        "loss_bf16": bf16,
+        "model": f"{trained} (the training section's boolean run)",
+    }
 
 
 def step(plan: Plan, device: torch.device, work: Path, budget: Budget) -> dict:
@@ -307,12 +374,21 @@ def step(plan: Plan, device: torch.device, work: Path, budget: Budget) -> dict:
         torch.backends.cudnn.allow_tf32 = True
     args = trainer_args(*plan.bigs)
     bert_args = trainer_args(*plan.bigs, *plan.bert)
-    res = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "peak_flops_bf16": peak_flops(device, "bf16"),
-           "size": {"layers": args.n_layers, "hidden": args.hidden_size, "intermediate": args.intermediate_size,
-                    "num_ssm": args.num_ssm, "seq_len": args.max_seq_length, "batch": args.per_device_train_batch_size,
-                    "bert_layers": bert_args.n_layers, "bert_intermediate": bert_args.intermediate_size},
-           "runs": []}
+    res = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "peak_flops_bf16": peak_flops(device, "bf16"),
+        "size": {
+            "layers": args.n_layers,
+            "hidden": args.hidden_size,
+            "intermediate": args.intermediate_size,
+            "num_ssm": args.num_ssm,
+            "seq_len": args.max_seq_length,
+            "batch": args.per_device_train_batch_size,
+            "bert_layers": bert_args.n_layers,
+            "bert_intermediate": bert_args.intermediate_size,
+        },
+        "runs": [],
+    }
     auto = resolve_conv_impl("auto", args.max_seq_length)
 
     def add(model_name, conv, gather, fn, need=15):
@@ -329,19 +405,28 @@ def step(plan: Plan, device: torch.device, work: Path, budget: Budget) -> dict:
     model = with_conv(model, other)
     free(device)
     add("BiGS", other, "boolean", lambda: time_step(model, args, batches, device, plan.timed_steps))
-    del model
+    model = None  # drop the reference so the memory can be freed
     free(device)
     torch.manual_seed(0)
     bert = build_model(bert_args, device.type).to(device)
     res["bert_attn_implementation"] = bert.config._attn_implementation
     for gather in ("boolean", "positions"):
         batches = device_batches(bert_args, gather, device, work)
-        add("BERT-large" if plan is FULL else "BERT", "attention", gather,
-            lambda: time_step(bert, bert_args, batches, device, plan.timed_steps))
-    del bert, batches
+        add(
+            "BERT-large" if plan is FULL else "BERT",
+            "attention",
+            gather,
+            lambda: time_step(bert, bert_args, batches, device, plan.timed_steps),
+        )
+    bert = batches = None  # drop the reference so the memory can be freed
     free(device)
-    res["checks"] = {"bert_sdpa": {"measured": res["bert_attn_implementation"], "limit": "sdpa",
-                                   "pass": res["bert_attn_implementation"] == "sdpa"}}
+    res["checks"] = {
+        "bert_sdpa": {
+            "measured": res["bert_attn_implementation"],
+            "limit": "sdpa",
+            "pass": res["bert_attn_implementation"] == "sdpa",
+        }
+    }
     return res
 
 
@@ -351,7 +436,13 @@ def step_compile(plan: Plan, device: torch.device, smoke: bool, budget: Budget) 
         return {"skipped": why}
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "compile.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), *(["--smoke"] if smoke else []), "--compile-worker", str(out)]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            *(["--smoke"] if smoke else []),
+            "--compile-worker",
+            str(out),
+        ]
         # its own process group: on timeout the kill reaches inductor's compile workers too
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
@@ -399,8 +490,16 @@ def long_sequence(plan: Plan, device: torch.device, work: Path, budget: Budget) 
         torch.manual_seed(0)  # one model per kind, built for the longest L (positions table), run at each L
         model = build_model(trainer_args(*plan.bigs, *extra, "--max_seq_length", str(Lmax)), device.type).to(device)
         for L in plan.long_lengths:
-            args = trainer_args(*plan.bigs, *extra, "--max_seq_length", str(L), "--per_device_train_batch_size",
-                                str(max(1, tokens // L)), "--max_predictions_per_seq", str(round(MLM_FRACTION * L)))
+            args = trainer_args(
+                *plan.bigs,
+                *extra,
+                "--max_seq_length",
+                str(L),
+                "--per_device_train_batch_size",
+                str(max(1, tokens // L)),
+                "--max_predictions_per_seq",
+                str(round(MLM_FRACTION * L)),
+            )
             conv = resolve_conv_impl("auto", L) if name == "BiGS" else "attention"
 
             def run():
@@ -410,7 +509,7 @@ def long_sequence(plan: Plan, device: torch.device, work: Path, budget: Budget) 
             r = timed(f"{name} L {L} batch {args.per_device_train_batch_size} conv {conv}", budget, 8, run)
             res["runs"].append({"model": name, "seq_len": L, "conv": conv, "gather": "boolean", **r})
             free(device)
-        del model
+        model = None  # drop the reference so the memory can be freed
         free(device)
     return res
 
@@ -444,8 +543,13 @@ def training(plan: Plan, device: torch.device, work: Path, out: Path, budget: Bu
     shards = work / "train-shards"
     shards.mkdir(exist_ok=True)
     for k in range(2):  # each 16 micro-batches; TrainStream loops over them epoch after epoch
-        training_shard(shards / f"train_shard_{k}.hdf5", 16 * args.per_device_train_batch_size,
-                       args.max_seq_length, args.max_predictions_per_seq, seed=k)
+        training_shard(
+            shards / f"train_shard_{k}.hdf5",
+            16 * args.per_device_train_batch_size,
+            args.max_seq_length,
+            args.max_predictions_per_seq,
+            seed=k,
+        )
     total, resume_at, pos_steps = plan.train_steps, plan.resume_at, plan.positions_steps
     # Fit the plan to the budget from the measured step time: 3 CLI runs of ≈25 s start-up and saving each.
     runs = [r for r in (step_res or {}).get("runs", []) if r.get("model") == "BiGS" and "ms_per_step" in r]
@@ -457,8 +561,21 @@ def training(plan: Plan, device: torch.device, work: Path, out: Path, budget: Bu
         resume_at, pos_steps = max(int(resume_at * scale), 10), max(int(pos_steps * scale), 10)
         total = max(int(total * scale), resume_at + 10)
         res["shortened"] = f"to fit the budget ({budget.left():.0f} s left, {step_s * 1e3:.0f} ms/step measured)"
-    common = [*plan.bigs, "--dataset_path", str(shards), "--precision", "bf16", "--device", device.type,
-              "--do_eval", "false", "--warmup_steps", str(max(total // 10, 1)), "--logging_steps", str(plan.logging_steps)]
+    common = [
+        *plan.bigs,
+        "--dataset_path",
+        str(shards),
+        "--precision",
+        "bf16",
+        "--device",
+        device.type,
+        "--do_eval",
+        "false",
+        "--warmup_steps",
+        str(max(total // 10, 1)),
+        "--logging_steps",
+        str(plan.logging_steps),
+    ]
     res.update(steps=total, resume_at=resume_at, positions_steps=pos_steps)
 
     # boolean head: stop at resume_at with a checkpoint, then the same run continues to `total`
@@ -470,11 +587,17 @@ def training(plan: Plan, device: torch.device, work: Path, out: Path, budget: Bu
     resumed = [ln for ln in r.stdout.splitlines() if ln.startswith("resumed from")]
     recs = train_records(d / "metrics.jsonl")
     (logs / "boolean.metrics.jsonl").write_text((d / "metrics.jsonl").read_text())
-    res["boolean"] = {"command": ("python -m bigs.pretrain " + " ".join(flags)).replace(str(work), "$TMP"),
-                      "first_loss": recs[0]["loss"],
-                      "last_loss": recs[-1]["loss"], "first_step": recs[0]["step"], "last_step": recs[-1]["step"],
-                      "tokens_per_s": steady(first_part)["tokens_per_s"], "mfu": steady(first_part)["mfu"],
-                      "resumed": resumed[0].replace(str(work), "$TMP") if resumed else None, "final": (d / "final").is_dir()}
+    res["boolean"] = {
+        "command": ("python -m bigs.pretrain " + " ".join(flags)).replace(str(work), "$TMP"),
+        "first_loss": recs[0]["loss"],
+        "last_loss": recs[-1]["loss"],
+        "first_step": recs[0]["step"],
+        "last_step": recs[-1]["step"],
+        "tokens_per_s": steady(first_part)["tokens_per_s"],
+        "mfu": steady(first_part)["mfu"],
+        "resumed": resumed[0].replace(str(work), "$TMP") if resumed else None,
+        "final": (d / "final").is_dir(),
+    }
     for c in d.glob("checkpoint-*"):  # ~4 GB each at paper size; final/ stays for bf16_vs_fp32
         shutil.rmtree(c, ignore_errors=True)
     say(f"  boolean: loss {recs[0]['loss']:.3f} -> {recs[-1]['loss']:.3f}; {res['boolean']['resumed']}")
@@ -482,13 +605,30 @@ def training(plan: Plan, device: torch.device, work: Path, out: Path, budget: Bu
     # positions head: a shorter fresh run, for its speed
     def positions():
         d = work / "run-positions"
-        cli([*common, "--output_dir", str(d), "--mlm_gather", "positions", "--save_steps", str(pos_steps),
-             "--num_total_train_steps", str(pos_steps)], logs / "positions.log", budget.left())
+        cli(
+            [
+                *common,
+                "--output_dir",
+                str(d),
+                "--mlm_gather",
+                "positions",
+                "--save_steps",
+                str(pos_steps),
+                "--num_total_train_steps",
+                str(pos_steps),
+            ],
+            logs / "positions.log",
+            budget.left(),
+        )
         precs = train_records(d / "metrics.jsonl")
         (logs / "positions.metrics.jsonl").write_text((d / "metrics.jsonl").read_text())
         shutil.rmtree(d, ignore_errors=True)
-        return {"first_loss": precs[0]["loss"], "last_loss": precs[-1]["loss"],
-                "tokens_per_s": steady(precs)["tokens_per_s"], "mfu": steady(precs)["mfu"]}
+        return {
+            "first_loss": precs[0]["loss"],
+            "last_loss": precs[-1]["loss"],
+            "tokens_per_s": steady(precs)["tokens_per_s"],
+            "mfu": steady(precs)["mfu"],
+        }
 
     why = budget.skip(25 + pos_steps * step_s * 1.2)
     res["positions"] = {"skipped": why} if why else guard(positions)
@@ -496,10 +636,16 @@ def training(plan: Plan, device: torch.device, work: Path, out: Path, budget: Bu
     res["faster_gather"] = max(speeds, key=speeds.get)
     res["syncs_per_step"] = guard(lambda: sync_counts(plan, device, shards, work, budget))
     res["checks"] = {
-        "loss_fell": {"measured": f"{recs[0]['loss']:.4f} -> {recs[-1]['loss']:.4f}", "limit": "last < first",
-                      "pass": recs[-1]["loss"] < recs[0]["loss"]},
-        "resumed": {"measured": res["boolean"]["resumed"], "limit": f"resumed from checkpoint-{resume_at}",
-                    "pass": bool(resumed) and f"checkpoint-{resume_at}" in resumed[0] and res["boolean"]["final"]},
+        "loss_fell": {
+            "measured": f"{recs[0]['loss']:.4f} -> {recs[-1]['loss']:.4f}",
+            "limit": "last < first",
+            "pass": recs[-1]["loss"] < recs[0]["loss"],
+        },
+        "resumed": {
+            "measured": res["boolean"]["resumed"],
+            "limit": f"resumed from checkpoint-{resume_at}",
+            "pass": bool(resumed) and f"checkpoint-{resume_at}" in resumed[0] and res["boolean"]["final"],
+        },
     }
     return res
 
@@ -537,9 +683,11 @@ def sync_counts(plan: Plan, device: torch.device, shards: Path, work: Path, budg
     if device.type != "cuda":
         return {"skipped": "skipped: no CUDA (sync debug mode is CUDA's)"}
     n1, n2 = 3, 7
-    res = {"method": f"set_sync_debug_mode('warn') warnings (torch's explicit syncs: .item(), nonzero, blocking copies), "
-                     f"a {n2}-step minus a {n1}-step in-process run of bigs.pretrain.main, / {n2 - n1}",
-           "size": " ".join(plan.sync) or "as the step section"}
+    res = {
+        "method": f"set_sync_debug_mode('warn') warnings (torch's explicit syncs: .item(), nonzero, blocking copies), "
+        f"a {n2}-step minus a {n1}-step in-process run of bigs.pretrain.main, / {n2 - n1}",
+        "size": " ".join(plan.sync) or "as the step section",
+    }
     for gather in ("boolean", "positions"):
         if (why := budget.skip(20)) is not None:
             res[gather] = {"skipped": why}
@@ -547,9 +695,30 @@ def sync_counts(plan: Plan, device: torch.device, shards: Path, work: Path, budg
         counts, where = [], collections.Counter()
         for n in (n1, n2):
             d = work / f"sync-{gather}-{n}"
-            flags = [*plan.bigs, *plan.sync, "--dataset_path", str(shards), "--output_dir", str(d), "--precision", "bf16",
-                     "--device", device.type, "--do_eval", "false", "--warmup_steps", "0", "--mlm_gather", gather,
-                     "--num_total_train_steps", str(n), "--logging_steps", str(n), "--save_steps", str(n)]
+            flags = [
+                *plan.bigs,
+                *plan.sync,
+                "--dataset_path",
+                str(shards),
+                "--output_dir",
+                str(d),
+                "--precision",
+                "bf16",
+                "--device",
+                device.type,
+                "--do_eval",
+                "false",
+                "--warmup_steps",
+                "0",
+                "--mlm_gather",
+                gather,
+                "--num_total_train_steps",
+                str(n),
+                "--logging_steps",
+                str(n),
+                "--save_steps",
+                str(n),
+            ]
             handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
             log = work / f"sync-{gather}-{n}.log"
             with output_to(log), warnings.catch_warnings(record=True) as caught:
@@ -569,8 +738,12 @@ def sync_counts(plan: Plan, device: torch.device, shards: Path, work: Path, budg
             if n == n2:
                 where = collections.Counter(f"{os.path.relpath(w.filename, REPO)}:{w.lineno}" for w in syncs)
             shutil.rmtree(d, ignore_errors=True)
-        res[gather] = {"per_step": (counts[1] - counts[0]) / (n2 - n1), "counts": {n1: counts[0], n2: counts[1]},
-                       "where": dict(where.most_common(8)), "where_steps": n2}
+        res[gather] = {
+            "per_step": (counts[1] - counts[0]) / (n2 - n1),
+            "counts": {n1: counts[0], n2: counts[1]},
+            "where": dict(where.most_common(8)),
+            "where_steps": n2,
+        }
         say(f"  syncs/step, {gather}: {res[gather]['per_step']:g}")
     return res
 
@@ -581,16 +754,29 @@ def projection(step_res: dict | None, train_res: dict | None, smoke: bool) -> di
     if train_res and "faster_gather" in train_res:  # the real loop, data loader and logging included
         g = train_res["faster_gather"]
         sources.append((f"training CLI, --mlm_gather {g}", train_res[g]["tokens_per_s"]))
-    steps = [(f"step, conv {r['conv']}, gather {r['gather']}{', compiled' if r['compile'] else ''}", r["tokens_per_s"])
-             for r in (step_res or {}).get("runs", []) if r["model"] == "BiGS" and "tokens_per_s" in r]
+    steps = [
+        (f"step, conv {r['conv']}, gather {r['gather']}{', compiled' if r['compile'] else ''}", r["tokens_per_s"])
+        for r in (step_res or {}).get("runs", [])
+        if r["model"] == "BiGS" and "tokens_per_s" in r
+    ]
     if steps:  # the fastest timed step: what the loop could reach
         sources.append(max(steps, key=lambda s: s[1]))
-    rows = [{"source": name, "tokens_per_s": tps, "hours_1_gpu": RECIPE_TOKENS / tps / 3600,
-             "hours_8_gpus": RECIPE_TOKENS / tps / 3600 / 8} for name, tps in sources]
-    return {"recipe_tokens": RECIPE_TOKENS, "rows": rows,
-            "assumption": "8 GPUs: linear scaling assumed, not measured (global batch 1048 = 131 per GPU × 8; "
-                          "DDP's gradient all-reduce not included); 1 GPU: 8 accumulation steps of 131 at the "
-                          "measured speed" + ("; smoke sizes: not meaningful" if smoke else "")}
+    rows = [
+        {
+            "source": name,
+            "tokens_per_s": tps,
+            "hours_1_gpu": RECIPE_TOKENS / tps / 3600,
+            "hours_8_gpus": RECIPE_TOKENS / tps / 3600 / 8,
+        }
+        for name, tps in sources
+    ]
+    return {
+        "recipe_tokens": RECIPE_TOKENS,
+        "rows": rows,
+        "assumption": "8 GPUs: linear scaling assumed, not measured (global batch 1048 = 131 per GPU × 8; "
+        "DDP's gradient all-reduce not included); 1 GPU: 8 accumulation steps of 131 at the "
+        "measured speed" + ("; smoke sizes: not meaningful" if smoke else ""),
+    }
 
 
 # ----------------------------------------------------------------------------- report
@@ -608,38 +794,66 @@ def md_parity(r: dict) -> list[str]:
     md = ["| check | measured | limit | result |", "|---|---|---|---|"]
     for k, c in r.items():
         if isinstance(c, dict):
-            md.append(f"| {k} | {outcome(c) or fmt(c['measured'], '.2e')} | {fmt(c.get('limit'), '.0e')} | "
-                      f"{'' if outcome(c) else ('pass' if c['pass'] else '**FAIL**')} |")
+            md.append(
+                f"| {k} | {outcome(c) or fmt(c['measured'], '.2e')} | {fmt(c.get('limit'), '.0e')} | "
+                f"{'' if outcome(c) else ('pass' if c['pass'] else '**FAIL**')} |"
+            )
     bf = r.get("bf16_vs_fp32_loss", {})
     if "loss_fp32" in bf:
-        md += ["", f"bf16_vs_fp32_loss: relative difference of the loss of the model the training section trained "
-               f"({bf['loss_bf16']:.5f} bf16 vs {bf['loss_fp32']:.5f} fp32). Logits: max |difference| on a small BiGS "
-               "with N(0, 1/fan_in) weights (at the 0.02 init the SSM branch barely reaches the logits); conv: max "
-               "|difference| / max |output|."]
+        md += [
+            "",
+            f"bf16_vs_fp32_loss: relative difference of the loss of the model the training section trained "
+            f"({bf['loss_bf16']:.5f} bf16 vs {bf['loss_fp32']:.5f} fp32). Logits: max |difference| on a small BiGS "
+            "with N(0, 1/fan_in) weights (at the 0.02 init the SSM branch barely reaches the logits); conv: max "
+            "|difference| / max |output|.",
+        ]
     return md
 
 
 def md_step(st: dict) -> list[str]:
     s = st["size"]
     peak = st["peak_flops_bf16"]
-    md = [f"fwd + bwd + AdamW (the trainer's groups), bf16 autocast, batches already on the device, micro-batch "
-          f"{s['batch']} × L {s['seq_len']}. BiGS {s['layers']} layers H {s['hidden']} I {s['intermediate']} N {s['num_ssm']}; "
-          f"BERT {s['bert_layers']} layers H {s['hidden']} I {s['bert_intermediate']}, attention "
-          f"{st.get('bert_attn_implementation')}. MFU against {fmt(peak and peak / 1e12)} TFLOP/s (bf16 dense peak).", "",
-          "| model | conv | MLM gather | compile | tokens/s | ms/step | MFU | peak mem GiB | first step s |",
-          "|---|---|---|---|---|---|---|---|---|"]
-    speed = {(r["model"], r["conv"], r["gather"], r["compile"]): r["tokens_per_s"] for r in st["runs"] if "tokens_per_s" in r}
+    md = [
+        f"fwd + bwd + AdamW (the trainer's groups), bf16 autocast, batches already on the device, micro-batch "
+        f"{s['batch']} × L {s['seq_len']}. BiGS {s['layers']} layers H {s['hidden']} I {s['intermediate']} N {s['num_ssm']}; "
+        f"BERT {s['bert_layers']} layers H {s['hidden']} I {s['bert_intermediate']}, attention "
+        f"{st.get('bert_attn_implementation')}. MFU against {fmt(peak and peak / 1e12)} TFLOP/s (bf16 dense peak).",
+        "",
+        "| model | conv | MLM gather | compile | tokens/s | ms/step | MFU | peak mem GiB | first step s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    speed = {
+        (r["model"], r["conv"], r["gather"], r["compile"]): r["tokens_per_s"] for r in st["runs"] if "tokens_per_s" in r
+    }
     for r in st["runs"]:
         comp = "no"
         if r["compile"]:
             comp = f"{r['backend']}, compile {r['compile_s']:.0f} s" if "compile_s" in r else "yes"
-        md.append(f"| {r['model']} | {r['conv']} | {r['gather']} | {comp} | " + (outcome(r) or (
-            f"{fmt(r['tokens_per_s'])} | {fmt(r['ms_per_step'], '.1f')} | {fmt(r['mfu'], '.1%')} | "
-            f"{fmt(r['peak_mem_gib'], '.1f')} | {fmt(r['first_step_s'], '.1f')}")) + " |")
+        md.append(
+            f"| {r['model']} | {r['conv']} | {r['gather']} | {comp} | "
+            + (
+                outcome(r)
+                or (
+                    f"{fmt(r['tokens_per_s'])} | {fmt(r['ms_per_step'], '.1f')} | {fmt(r['mfu'], '.1%')} | "
+                    f"{fmt(r['peak_mem_gib'], '.1f')} | {fmt(r['first_step_s'], '.1f')}"
+                )
+            )
+            + " |"
+        )
     # the comparisons that pick defaults (conv, head gather, compile), each between two rows above that differ in one thing
-    pairs = [("Toeplitz / FFT conv", ("BiGS", "toeplitz", "boolean", False), ("BiGS", "fft", "boolean", False)),
-             ("BiGS positions / boolean gather", ("BiGS", "toeplitz", "positions", False), ("BiGS", "toeplitz", "boolean", False)),
-             ("BiGS compiled / eager (positions)", ("BiGS", "toeplitz", "positions", True), ("BiGS", "toeplitz", "positions", False))]
+    pairs = [
+        ("Toeplitz / FFT conv", ("BiGS", "toeplitz", "boolean", False), ("BiGS", "fft", "boolean", False)),
+        (
+            "BiGS positions / boolean gather",
+            ("BiGS", "toeplitz", "positions", False),
+            ("BiGS", "toeplitz", "boolean", False),
+        ),
+        (
+            "BiGS compiled / eager (positions)",
+            ("BiGS", "toeplitz", "positions", True),
+            ("BiGS", "toeplitz", "positions", False),
+        ),
+    ]
     bert = [k for k in speed if k[0] != "BiGS" and k[2] == "boolean"]
     if bert:
         pairs.append(("BiGS / BERT (boolean, eager)", ("BiGS", "toeplitz", "boolean", False), bert[0]))
@@ -648,56 +862,97 @@ def md_step(st: dict) -> list[str]:
 
 
 def md_long_sequence(ls: dict) -> list[str]:
-    md = [f"{ls['tokens_per_batch']:,} tokens per batch at every L, bf16, boolean head, 15 % masked; BiGS conv auto.", "",
-          "| L | batch | BiGS conv | BiGS tokens/s | BERT tokens/s | BiGS / BERT |", "|---|---|---|---|---|---|"]
+    md = [
+        f"{ls['tokens_per_batch']:,} tokens per batch at every L, bf16, boolean head, 15 % masked; BiGS conv auto.",
+        "",
+        "| L | batch | BiGS conv | BiGS tokens/s | BERT tokens/s | BiGS / BERT |",
+        "|---|---|---|---|---|---|",
+    ]
     by = collections.defaultdict(dict)
     for r in ls["runs"]:
         by[r["seq_len"]]["BiGS" if r["model"] == "BiGS" else "BERT"] = r
     for L, pair in sorted(by.items()):
         b, t = pair.get("BiGS", {}), pair.get("BERT", {})
         ratio = b["tokens_per_s"] / t["tokens_per_s"] if "tokens_per_s" in b and "tokens_per_s" in t else None
-        md.append(f"| {L} | {b.get('batch', t.get('batch', ''))} | {b.get('conv', '')} | {outcome(b) or fmt(b.get('tokens_per_s'))} "
-                  f"| {outcome(t) or fmt(t.get('tokens_per_s'))} | {fmt(ratio, '.2f')}× |")
+        md.append(
+            f"| {L} | {b.get('batch', t.get('batch', ''))} | {b.get('conv', '')} | {outcome(b) or fmt(b.get('tokens_per_s'))} "
+            f"| {outcome(t) or fmt(t.get('tokens_per_s'))} | {fmt(ratio, '.2f')}× |"
+        )
     return md
 
 
 def md_training(tr: dict) -> list[str]:
     b, p = tr["boolean"], tr["positions"]
-    md = [f"`{b['command']} --num_total_train_steps {tr['resume_at']}`, then the same with "
-          f"`--num_total_train_steps {tr['steps']}` (resumes){' — shortened ' + tr['shortened'] if 'shortened' in tr else ''}. "
-          "Tokens/s: median of the logged windows after the first, from metrics.jsonl.", "",
-          "| run | steps | first → last logged loss | tokens/s | MFU | resume |", "|---|---|---|---|---|---|",
-          f"| --mlm_gather boolean | {tr['steps']} | {b['first_loss']:.4f} → {b['last_loss']:.4f} | {fmt(b['tokens_per_s'])} "
-          f"| {fmt(b['mfu'], '.1%')} | {b['resumed'] or '**none**'} |",
-          f"| --mlm_gather positions | {tr['positions_steps']} | " + (outcome(p) or (
-              f"{p['first_loss']:.4f} → {p['last_loss']:.4f} | {fmt(p['tokens_per_s'])} | {fmt(p['mfu'], '.1%')} | —")) + " |",
-          "", f"Faster MLM gather in the real loop: **{tr['faster_gather']}**.", ""]
-    md += [f"- {k}: {c['measured']} ({c['limit']}): {'pass' if c['pass'] else '**FAIL**'}" for k, c in tr["checks"].items()]
+    md = [
+        f"`{b['command']} --num_total_train_steps {tr['resume_at']}`, then the same with "
+        f"`--num_total_train_steps {tr['steps']}` (resumes){' — shortened ' + tr['shortened'] if 'shortened' in tr else ''}. "
+        "Tokens/s: median of the logged windows after the first, from metrics.jsonl.",
+        "",
+        "| run | steps | first → last logged loss | tokens/s | MFU | resume |",
+        "|---|---|---|---|---|---|",
+        f"| --mlm_gather boolean | {tr['steps']} | {b['first_loss']:.4f} → {b['last_loss']:.4f} | {fmt(b['tokens_per_s'])} "
+        f"| {fmt(b['mfu'], '.1%')} | {b['resumed'] or '**none**'} |",
+        f"| --mlm_gather positions | {tr['positions_steps']} | "
+        + (
+            outcome(p)
+            or (f"{p['first_loss']:.4f} → {p['last_loss']:.4f} | {fmt(p['tokens_per_s'])} | {fmt(p['mfu'], '.1%')} | —")
+        )
+        + " |",
+        "",
+        f"Faster MLM gather in the real loop: **{tr['faster_gather']}**.",
+        "",
+    ]
+    md += [
+        f"- {k}: {c['measured']} ({c['limit']}): {'pass' if c['pass'] else '**FAIL**'}" for k, c in tr["checks"].items()
+    ]
     sy = tr["syncs_per_step"]
-    md += ["", "Host↔device syncs per training step: " + (outcome(sy) or ", ".join(
-        f"{g} {outcome(sy[g]) or fmt(sy[g]['per_step'], 'g')}" for g in ("boolean", "positions")) + f" ({sy['method']}; "
-        f"model flags {sy['size']})")]
+    md += [
+        "",
+        "Host↔device syncs per training step: "
+        + (
+            outcome(sy)
+            or ", ".join(f"{g} {outcome(sy[g]) or fmt(sy[g]['per_step'], 'g')}" for g in ("boolean", "positions"))
+            + f" ({sy['method']}; model flags {sy['size']})"
+        ),
+    ]
     for g in ("boolean", "positions"):
         if isinstance(sy.get(g), dict) and sy[g].get("where"):
-            md.append(f"- where ({g}, {sy[g]['where_steps']} steps): " + ", ".join(f"{k} ×{v}" for k, v in sy[g]["where"].items()))
+            md.append(
+                f"- where ({g}, {sy[g]['where_steps']} steps): "
+                + ", ".join(f"{k} ×{v}" for k, v in sy[g]["where"].items())
+            )
     return md
 
 
 def md_projection(pr: dict) -> list[str]:
-    md = [f"The paper recipe: 100,000 steps × global batch 1048 × 128 = {pr['recipe_tokens']:,} tokens.", "",
-          "| from | tokens/s | 1 GPU | 8 GPUs |", "|---|---|---|---|"]
-    md += [f"| {r['source']} | {fmt(r['tokens_per_s'])} | {r['hours_1_gpu']:,.1f} h | {r['hours_8_gpus']:,.1f} h |"
-           for r in pr["rows"]]
+    md = [
+        f"The paper recipe: 100,000 steps × global batch 1048 × 128 = {pr['recipe_tokens']:,} tokens.",
+        "",
+        "| from | tokens/s | 1 GPU | 8 GPUs |",
+        "|---|---|---|---|",
+    ]
+    md += [
+        f"| {r['source']} | {fmt(r['tokens_per_s'])} | {r['hours_1_gpu']:,.1f} h | {r['hours_8_gpus']:,.1f} h |"
+        for r in pr["rows"]
+    ]
     return md + ["", pr["assumption"] + "."]
 
 
 def to_markdown(res: dict, env: dict) -> str:
     bad = problems(res)
-    md = [f"# BiGS GPU check{' (--smoke: tiny sizes, numbers not meaningful)' if env['smoke'] else ''}", "",
-          f"{env['device']} · torch {env['torch']} · {env['date']} · {env['wall_s']:.0f} s (plan {env['total_budget_s']} s) · "
-          f"**{'FAIL: ' + ', '.join(bad) if bad else 'PASS'}**"]
-    render = {"parity": md_parity, "step": md_step, "long_sequence": md_long_sequence, "training": md_training,
-              "projection": md_projection}
+    md = [
+        f"# BiGS GPU check{' (--smoke: tiny sizes, numbers not meaningful)' if env['smoke'] else ''}",
+        "",
+        f"{env['device']} · torch {env['torch']} · {env['date']} · {env['wall_s']:.0f} s (plan {env['total_budget_s']} s) · "
+        f"**{'FAIL: ' + ', '.join(bad) if bad else 'PASS'}**",
+    ]
+    render = {
+        "parity": md_parity,
+        "step": md_step,
+        "long_sequence": md_long_sequence,
+        "training": md_training,
+        "projection": md_projection,
+    }
     for key in SECTIONS:
         r = res.get(key)
         md += ["", f"## {key}", ""]
@@ -755,8 +1010,13 @@ def main() -> int:
     transformers.utils.logging.disable_progress_bar()  # as bigs.pretrain: no loading bars in the log
     run_end = T0 + TOTAL_S
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    env = {"device": name, "torch": torch.__version__, "smoke": a.smoke, "date": time.strftime("%Y-%m-%d %H:%M"),
-           "total_budget_s": TOTAL_S}
+    env = {
+        "device": name,
+        "torch": torch.__version__,
+        "smoke": a.smoke,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "total_budget_s": TOTAL_S,
+    }
     res = {}
     say(f"gpu check on {name}, torch {torch.__version__}{', smoke' if a.smoke else ''}; results in {out}")
 
@@ -788,7 +1048,9 @@ def main() -> int:
             free(device)
             write()
         t = time.time()  # bf16 vs fp32 belongs to parity but needs the model the training section trained
-        res["parity"]["bf16_vs_fp32_loss"] = guard(lambda: bf16_vs_fp32(plan, device, work, work / "run-boolean" / "final"))
+        res["parity"]["bf16_vs_fp32_loss"] = guard(
+            lambda: bf16_vs_fp32(plan, device, work, work / "run-boolean" / "final")
+        )
         res["parity"]["wall_s"] += round(time.time() - t, 1)
         say(f"parity: bf16 vs fp32 loss of the trained model: {res['parity']['bf16_vs_fp32_loss']}")
         write()
@@ -805,6 +1067,7 @@ def main() -> int:
     if bad:
         print(f"gpu check: FAIL: {', '.join(bad)}", file=sys.stderr)
     return 1 if bad else 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

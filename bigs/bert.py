@@ -20,19 +20,29 @@ from transformers.modeling_outputs import MaskedLMOutput
 def bert_config(hidden_size: int, n_layers: int, intermediate_size: int, dropout: float, max_len: int) -> BertConfig:
     """The baseline at the sizes of a BiGS run: a head per 64 channels (BERT's), the same vocab,
     at least BERT's 512 positions, PyTorch's fused attention (SDPA)."""
-    return BertConfig(vocab_size=30522, hidden_size=hidden_size, num_hidden_layers=n_layers,
-                      num_attention_heads=max(1, hidden_size // 64), intermediate_size=intermediate_size,
-                      hidden_dropout_prob=dropout, max_position_embeddings=max(512, max_len),
-                      attn_implementation="sdpa")
+    return BertConfig(
+        vocab_size=30522,
+        hidden_size=hidden_size,
+        num_hidden_layers=n_layers,
+        num_attention_heads=max(1, hidden_size // 64),
+        intermediate_size=intermediate_size,
+        hidden_dropout_prob=dropout,
+        max_position_embeddings=max(512, max_len),
+        attn_implementation="sdpa",
+    )
 
 
 class BertForMaskedLMMaskedHead(BertForMaskedLM):
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
-                masked_positions=None, **kwargs):
+    def forward(
+        self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, masked_positions=None, **kwargs
+    ):
         if labels is None:  # no labels: the usual full head (pipelines, evaluation)
-            return super().forward(input_ids=input_ids, attention_mask=attention_mask,
-                                   token_type_ids=token_type_ids, **kwargs)
-        h = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state  # (B L H)
+            return super().forward(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs
+            )
+        h = self.bert(
+            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state  # (B L H)
         if masked_positions is not None:  # (B P): gather exactly P rows per sequence, no dynamic shapes
             idx = masked_positions.long().unsqueeze(-1).expand(-1, -1, h.shape[-1])  # (B P H)
             logits = self.cls(h.gather(1, idx))  # (B P V)

@@ -30,8 +30,12 @@ from bigs.errors import BigsError, atomic_path, cli_main, fail
 BUNDLED_VOCAB = Path(__file__).parent / "data" / "vocab" / "bert-large-uncased-vocab.txt"
 DEFAULT_PROBES = Path(__file__).parent / "probes.txt"
 # Hub names whose vocab is the bundled one (REFERENCE.md §3): usable offline without a download.
-BUNDLED_NAMES = {"bert-large-uncased", "bert-base-uncased", "google-bert/bert-large-uncased",
-                 "google-bert/bert-base-uncased"}
+BUNDLED_NAMES = {
+    "bert-large-uncased",
+    "bert-base-uncased",
+    "google-bert/bert-large-uncased",
+    "google-bert/bert-base-uncased",
+}
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "masked_positions")
 PERPLEXITY_LOSS_CAP = 700.0  # exp() overflows float64 past ~709: perplexity is reported as exp(min(loss, cap))
 
@@ -51,8 +55,9 @@ def evaluate_mlm(model, batches, device, max_batches=None, autocast_dtype=None) 
     was_training = model.training
     model.eval()
     sums = []  # per batch (Σ CE, n correct, n tokens), kept on device: no host sync per batch
-    autocast = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    )
     try:
         with torch.no_grad():
             for batch in itertools.islice(batches, max_batches):  # None = all
@@ -65,8 +70,10 @@ def evaluate_mlm(model, batches, device, max_batches=None, autocast_dtype=None) 
                 else:  # masked head: (n, V) in row-major order of labels != -100
                     target = labels[labels != -100]  # (n,)
                 if logits.shape[0] != target.shape[0]:
-                    raise BigsError(f"evaluate_mlm: logits: {tuple(logits.shape)} rows for {target.shape[0]} "
-                                    "labelled tokens — the model's masked-head contract is broken")
+                    raise BigsError(
+                        f"evaluate_mlm: logits: {tuple(logits.shape)} rows for {target.shape[0]} "
+                        "labelled tokens — the model's masked-head contract is broken"
+                    )
                 # No boolean indexing on the full layouts: shapes stay static (one XLA graph).
                 valid = target != -100
                 logits = logits.float()  # CE in fp32 even under autocast
@@ -87,8 +94,12 @@ def mlm_metrics(loss_sum: float, correct: float, n: float) -> dict:
     if n == 0:
         raise BigsError("evaluate_mlm: labels: no labelled (masked) tokens in the evaluation batches")
     loss = loss_sum / n
-    return {"eval_loss": loss, "eval_accuracy": correct / n,
-            "eval_perplexity": math.exp(min(loss, PERPLEXITY_LOSS_CAP)), "eval_tokens": int(n)}
+    return {
+        "eval_loss": loss,
+        "eval_accuracy": correct / n,
+        "eval_perplexity": math.exp(min(loss, PERPLEXITY_LOSS_CAP)),
+        "eval_tokens": int(n),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,27 +122,37 @@ def load_model(model_dir: str | Path):
     if not (model_dir / "config.json").is_file():
         raise fail(model_dir, "config.json", "missing — pass a checkpoint dir (checkpoint-<step>/ or final/)")
     _quiet_transformers()
-    import bigs.model  # noqa: F401  (registers BiGS with AutoConfig / AutoModelForMaskedLM)
     from transformers import AutoModelForMaskedLM
+
+    import bigs.model  # noqa: F401  (registers BiGS with AutoConfig / AutoModelForMaskedLM)
 
     try:
         model, info = AutoModelForMaskedLM.from_pretrained(
-            model_dir, local_files_only=True, output_loading_info=True, ignore_mismatched_sizes=True)
+            model_dir, local_files_only=True, output_loading_info=True, ignore_mismatched_sizes=True
+        )
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise fail(model_dir, "config.json / weights", f"cannot load ({first})") from None
     if info["mismatched_keys"]:
         key, ckpt_shape, model_shape = sorted(info["mismatched_keys"])[0]
-        raise fail(model_dir, key, f"checkpoint has shape {tuple(ckpt_shape)} but config.json implies "
-                   f"{tuple(model_shape)} ({len(info['mismatched_keys'])} tensors differ) — the weights come "
-                   "from a model of another size; use the config.json saved with them")
+        raise fail(
+            model_dir,
+            key,
+            f"checkpoint has shape {tuple(ckpt_shape)} but config.json implies "
+            f"{tuple(model_shape)} ({len(info['mismatched_keys'])} tensors differ) — the weights come "
+            "from a model of another size; use the config.json saved with them",
+        )
     missing = sorted(info["missing_keys"])
     unexpected = sorted(k for k in info["unexpected_keys"] if ".pooler." not in k)
     if missing or unexpected:
-        what = (f"{len(missing)} weights missing (e.g. {missing[0]})" if missing else
-                f"{len(unexpected)} unexpected weights (e.g. {unexpected[0]})")
-        raise fail(model_dir, "model weights", f"{what} — checkpoint and config.json disagree "
-                   "(another size or layer count?)")
+        what = (
+            f"{len(missing)} weights missing (e.g. {missing[0]})"
+            if missing
+            else f"{len(unexpected)} unexpected weights (e.g. {unexpected[0]})"
+        )
+        raise fail(
+            model_dir, "model weights", f"{what} — checkpoint and config.json disagree (another size or layer count?)"
+        )
     return model
 
 
@@ -166,16 +187,23 @@ def load_tokenizer(spec: str | None, model_dir: Path, vocab_size: int):
         try:
             src, tok = spec, AutoTokenizer.from_pretrained(spec, local_files_only=True)
         except (OSError, ValueError) as exc:
-            raise fail(spec, "--tokenizer", "not a file or directory, and not in the local Hugging Face cache "
-                       f"(offline; {type(exc).__name__}) — pass a vocab.txt, a tokenizer dir, or "
-                       "bert-large-uncased for the bundled vocab") from None
+            raise fail(
+                spec,
+                "--tokenizer",
+                "not a file or directory, and not in the local Hugging Face cache "
+                f"(offline; {type(exc).__name__}) — pass a vocab.txt, a tokenizer dir, or "
+                "bert-large-uncased for the bundled vocab",
+            ) from None
     if len(tok) > vocab_size:
         raise fail(src, "--tokenizer", f"{len(tok)} tokens but the model has vocab_size {vocab_size}")
     if src == BUNDLED_VOCAB:
         assert len(tok) == 30522, f"bundled vocab read as {len(tok)} tokens (REFERENCE.md §4 trap)"
     if tok.mask_token_id is None or tok.convert_tokens_to_ids("the") == tok.unk_token_id:
-        raise fail(src, "--tokenizer", f"vocab of {len(tok)} tokens maps 'the' to [UNK] or has no [MASK] — "
-                   "not a BERT WordPiece vocab")
+        raise fail(
+            src,
+            "--tokenizer",
+            f"vocab of {len(tok)} tokens maps 'the' to [UNK] or has no [MASK] — not a BERT WordPiece vocab",
+        )
     return tok
 
 
@@ -211,9 +239,19 @@ def fill_mask(model, tokenizer, sentences: list[str], device, top_k: int = 5) ->
                 for pos in positions:
                     probs = logits[pos].float().softmax(-1)  # (V,)
                     p, ids = probs.topk(top_k)
-                    masks.append({"position": pos, "predictions": [
-                        {"token": tokenizer.convert_ids_to_tokens(int(i)), "token_id": int(i), "probability": float(q)}
-                        for q, i in zip(p.tolist(), ids.tolist())]})
+                    masks.append(
+                        {
+                            "position": pos,
+                            "predictions": [
+                                {
+                                    "token": tokenizer.convert_ids_to_tokens(int(i)),
+                                    "token_id": int(i),
+                                    "probability": float(q),
+                                }
+                                for q, i in zip(p.tolist(), ids.tolist())
+                            ],
+                        }
+                    )
                 filled = text
                 for m in masks:  # top-1 into each [MASK], left to right
                     filled = filled.replace("[MASK]", m["predictions"][0]["token"], 1)
@@ -298,12 +336,18 @@ def count_batches(shards, batch_size) -> int | None:
 def markdown(result: dict) -> str:
     m = result["metrics"]
     step = f" (step {result['step']})" if result["step"] is not None else ""
-    lines = [f"# Evaluation of `{result['model']}`{step}", "", "| metric | value |", "|---|---|",
-             f"| masked-LM loss (nats / token) | {m['eval_loss']:.4f} |",
-             f"| accuracy | {100 * m['eval_accuracy']:.2f} % |",
-             f"| perplexity | {m['eval_perplexity']:.3f} |",
-             f"| masked tokens | {m['eval_tokens']:,} |",
-             f"| batches | {m['eval_batches']:,} |", ""]
+    lines = [
+        f"# Evaluation of `{result['model']}`{step}",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| masked-LM loss (nats / token) | {m['eval_loss']:.4f} |",
+        f"| accuracy | {100 * m['eval_accuracy']:.2f} % |",
+        f"| perplexity | {m['eval_perplexity']:.3f} |",
+        f"| masked tokens | {m['eval_tokens']:,} |",
+        f"| batches | {m['eval_batches']:,} |",
+        "",
+    ]
     if result["probes"]:
         lines += ["## Fill-mask probes", "", "| probe | top predictions (probability) |", "|---|---|"]
         for pr in result["probes"]:
@@ -325,8 +369,12 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--probes", default=str(DEFAULT_PROBES), help="sentences with [MASK], one per line")
     p.add_argument("--top_k", type=int, default=5)
-    p.add_argument("--tokenizer", default=None, help="vocab.txt, tokenizer dir or cached name "
-                   "(default: the model dir's, else the bundled bert-large-uncased vocab)")
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        help="vocab.txt, tokenizer dir or cached name "
+        "(default: the model dir's, else the bundled bert-large-uncased vocab)",
+    )
     args = p.parse_args(argv)
 
     for flag in ("batch_size", "top_k", "max_batches"):
@@ -338,8 +386,13 @@ def main(argv=None) -> int:
         raise fail(out, "-o", "the output must end in .json (the markdown goes beside it as .md)")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise fail("command line", "--device", "cuda requested but no CUDA device is visible")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if args.device == "auto"
+        else args.device
+    )
 
     # Check cheap inputs before the slow model load.
     from bigs.data.format import list_shards
@@ -356,8 +409,13 @@ def main(argv=None) -> int:
     total = count_batches(shards, args.batch_size)
     if args.max_batches is not None:
         total = min(total, args.max_batches) if total is not None else args.max_batches
-    bar = tqdm(shard_batches(shards, args.batch_size, model.config.vocab_size), desc=f"evaluate {model_dir.name}",
-               unit="batch", total=total, mininterval=1.0 if sys.stderr.isatty() else 30.0)  # sparse in logs
+    bar = tqdm(
+        shard_batches(shards, args.batch_size, model.config.vocab_size),
+        desc=f"evaluate {model_dir.name}",
+        unit="batch",
+        total=total,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
+    )  # sparse in logs
     metrics = evaluate_mlm(model, bar, device, max_batches=args.max_batches)
     bar.close()
     result = {
@@ -379,8 +437,10 @@ def main(argv=None) -> int:
     with atomic_path(out, suffix=".json") as tmp:  # the .json last: its presence means both are done
         tmp.write_text(json.dumps(result, indent=1) + "\n")
     m = metrics
-    print(f"{model_dir}: loss {m['eval_loss']:.4f}, accuracy {m['eval_accuracy']:.4f}, perplexity "
-          f"{m['eval_perplexity']:.3f} over {m['eval_tokens']:,} masked tokens -> {out}")
+    print(
+        f"{model_dir}: loss {m['eval_loss']:.4f}, accuracy {m['eval_accuracy']:.4f}, perplexity "
+        f"{m['eval_perplexity']:.3f} over {m['eval_tokens']:,} masked tokens -> {out}"
+    )
     for pr in result["probes"][:3]:
         print(f"  {pr['text']} -> {pr['filled']}")
     return 0

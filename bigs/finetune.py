@@ -53,8 +53,17 @@ import torch
 
 from bigs.errors import BigsError, atomic_dir, atomic_path, cli_main, fail
 from bigs.glue import Split, Task, compute_metrics, read_split, task
-from bigs.pretrain import (complete_checkpoints, optimizer_state_cpu, param_groups, positive, rng_state, save_model,
-                           set_rng_state, str2bool, truncate_metrics)
+from bigs.pretrain import (
+    complete_checkpoints,
+    optimizer_state_cpu,
+    param_groups,
+    positive,
+    rng_state,
+    save_model,
+    set_rng_state,
+    str2bool,
+    truncate_metrics,
+)
 
 
 # ----------------------------------------------------------------------------- flags
@@ -63,14 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
     flag = dict(type=str2bool, nargs="?", const=True, default=False)  # `--do_train` or `--do_train true`
     # --- run_glue's flags (ModelArguments, DataTrainingArguments, TrainingArguments): names and HF defaults
     p.add_argument("--model_name_or_path", required=True, help="checkpoint dir (ours or any HF one) or a hub name")
-    p.add_argument("--task_name", required=True, help="cola, sst2 / SST-2, mrpc, stsb / STS-B, qqp, mnli, qnli, rte, wnli")
+    p.add_argument(
+        "--task_name", required=True, help="cola, sst2 / SST-2, mrpc, stsb / STS-B, qqp, mnli, qnli, rte, wnli"
+    )
     p.add_argument("--output_dir", required=True)
     p.add_argument("--do_train", **flag)
     p.add_argument("--do_eval", **flag)
     p.add_argument("--do_predict", **flag)
     p.add_argument("--max_seq_length", type=positive(int), default=128)
-    p.add_argument("--pad_to_max_length", type=str2bool, nargs="?", const=True, default=True,
-                   help="pad every sequence to max_seq_length (run_glue's default; BiGS's SSMs see the pads)")
+    p.add_argument(
+        "--pad_to_max_length",
+        type=str2bool,
+        nargs="?",
+        const=True,
+        default=True,
+        help="pad every sequence to max_seq_length (run_glue's default; BiGS's SSMs see the pads)",
+    )
     p.add_argument("--per_device_train_batch_size", type=positive(int), default=8)
     p.add_argument("--per_device_eval_batch_size", type=positive(int), default=8)
     p.add_argument("--learning_rate", type=positive(float), default=5e-5)
@@ -85,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup_steps", type=int, default=0, help="overrides --warmup_ratio when > 0")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--overwrite_output_dir", **flag)
-    p.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint-<step> dir (default: the newest in output_dir)")
+    p.add_argument(
+        "--resume_from_checkpoint", default=None, help="a checkpoint-<step> dir (default: the newest in output_dir)"
+    )
     p.add_argument("--ignore_mismatched_sizes", **flag)
     p.add_argument("--save_strategy", default="steps", choices=["no", "steps", "epoch"])
     p.add_argument("--save_steps", type=positive(int), default=500)
@@ -96,9 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logging_steps", type=positive(int), default=500)
     p.add_argument("--eval_strategy", "--evaluation_strategy", default="no", choices=["no", "steps", "epoch"])
     p.add_argument("--eval_steps", type=positive(int), default=None, help="default: --logging_steps")
-    p.add_argument("--bf16", type=str2bool, nargs="?", const=True, default=None, help="autocast bf16 (default: on CUDA only)")
+    p.add_argument(
+        "--bf16", type=str2bool, nargs="?", const=True, default=None, help="autocast bf16 (default: on CUDA only)"
+    )
     # --- ours
-    p.add_argument("--data_dir", default=None, help="local GLUE: DIR/<TASK>/{train,dev,test}.tsv (default: hub nyu-mll/glue)")
+    p.add_argument(
+        "--data_dir", default=None, help="local GLUE: DIR/<TASK>/{train,dev,test}.tsv (default: hub nyu-mll/glue)"
+    )
     p.add_argument("--random_init", **flag, help="the model's config with fresh weights (no-pretraining control)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     return p
@@ -114,10 +137,29 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # Flags that shape the training trajectory: a checkpoint resumes only if they are all the same.
-TRAIN_KEYS = ("model_name_or_path", "task_name", "data_dir", "max_seq_length", "pad_to_max_length",
-              "per_device_train_batch_size", "learning_rate", "num_train_epochs", "max_steps", "weight_decay",
-              "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "warmup_ratio", "warmup_steps", "seed",
-              "ignore_mismatched_sizes", "max_train_samples", "random_init", "bf16")
+TRAIN_KEYS = (
+    "model_name_or_path",
+    "task_name",
+    "data_dir",
+    "max_seq_length",
+    "pad_to_max_length",
+    "per_device_train_batch_size",
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "weight_decay",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "max_grad_norm",
+    "warmup_ratio",
+    "warmup_steps",
+    "seed",
+    "ignore_mismatched_sizes",
+    "max_train_samples",
+    "random_init",
+    "bf16",
+)
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -131,8 +173,11 @@ def lr_at(step: int, total: int, warmup: int, lr: float) -> float:
 def read_data(args, t: Task) -> dict[str, list[Split]]:
     """Every split this run needs, read and checked up front (errors name file and line)."""
     caps = {"train": args.max_train_samples, "dev": args.max_eval_samples, "test": args.max_predict_samples}
-    kinds = [k for k, on in (("train", args.do_train), ("dev", args.do_eval or args.do_predict),
-                             ("test", args.do_predict)) if on]
+    kinds = [
+        k
+        for k, on in (("train", args.do_train), ("dev", args.do_eval or args.do_predict), ("test", args.do_predict))
+        if on
+    ]
     return {k: [s.head(caps[k]) for s in read_split(t, k, args.data_dir)] for k in kinds}
 
 
@@ -147,29 +192,44 @@ def load_model(args, t: Task):
     """(model, tokenizer, label_map) for task `t`; label_map maps our class ids to the model's
     (a checkpoint fine-tuned elsewhere may order MNLI's classes differently, as run_glue checks)."""
     _quiet_transformers()
-    import bigs.model  # noqa: F401  (registers model_type "BiGS" with the Auto classes)
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    import bigs.model  # noqa: F401  (registers model_type "BiGS" with the Auto classes)
 
     src = args.model_name_or_path
     local = Path(src).exists()
     where = Path(src) / "config.json" if local else src
     if local and not (Path(src) / "config.json").is_file():
-        raise fail(where, "--model_name_or_path", "missing — pass a checkpoint dir (final/, checkpoint-<step>/) or a hub name")
+        raise fail(
+            where, "--model_name_or_path", "missing — pass a checkpoint dir (final/, checkpoint-<step>/) or a hub name"
+        )
     try:
         old = AutoConfig.from_pretrained(src)
         names = t.file_labels or ("score",)
-        config = AutoConfig.from_pretrained(src, num_labels=t.num_labels, finetuning_task=t.hub,
-                                            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+        config = AutoConfig.from_pretrained(
+            src,
+            num_labels=t.num_labels,
+            finetuning_task=t.hub,
+            id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+        )
     except (OSError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise fail(where, "--model_name_or_path", f"cannot load ({first}) — a local dir needs config.json; "
-                   "hub names need a network (or the HF cache)") from None
+        raise fail(
+            where,
+            "--model_name_or_path",
+            f"cannot load ({first}) — a local dir needs config.json; hub names need a network (or the HF cache)",
+        ) from None
     if config.model_type == "BiGS":  # fine-tune as the original (HF run_glue + the PyTorch port): a dropout
         config.dropout_mask = "per_example"  # mask per sequence, not pretraining's one per batch (REFERENCE.md §5a)
     positions = getattr(config, "max_position_embeddings", None)
     if positions is not None and args.max_seq_length > positions:
-        raise fail(where, "max_position_embeddings", f"the model has {positions} positions but --max_seq_length is "
-                   f"{args.max_seq_length}; use --max_seq_length {positions} or less")
+        raise fail(
+            where,
+            "max_position_embeddings",
+            f"the model has {positions} positions but --max_seq_length is "
+            f"{args.max_seq_length}; use --max_seq_length {positions} or less",
+        )
     label_map = np.arange(t.num_labels)
     old_ids = {str(k).lower(): int(v) for k, v in (getattr(old, "label2id", None) or {}).items()}
     if t.file_labels and sorted(old_ids) == sorted(t.file_labels) and old.num_labels == t.num_labels:
@@ -182,18 +242,27 @@ def load_model(args, t: Task):
     else:
         try:
             model, info = AutoModelForSequenceClassification.from_pretrained(
-                src, config=config, ignore_mismatched_sizes=True, output_loading_info=True)
+                src, config=config, ignore_mismatched_sizes=True, output_loading_info=True
+            )
         except (OSError, ValueError, RuntimeError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             raise fail(weights, "weights", f"cannot load ({first})") from None
         if info["mismatched_keys"] and not args.ignore_mismatched_sizes:
             key, ckpt_shape, model_shape = sorted(info["mismatched_keys"])[0]
-            raise fail(weights, key, f"checkpoint has shape {tuple(ckpt_shape)} but {t.name} needs {tuple(model_shape)} "
-                       f"(a head fine-tuned for another task?) — pass --ignore_mismatched_sizes to start that head afresh")
+            raise fail(
+                weights,
+                key,
+                f"checkpoint has shape {tuple(ckpt_shape)} but {t.name} needs {tuple(model_shape)} "
+                f"(a head fine-tuned for another task?) — pass --ignore_mismatched_sizes to start that head afresh",
+            )
         fresh = [k for k in info["missing_keys"] if not any(h in k for h in ("classifier.", "pooler."))]
         if fresh:
-            raise fail(weights, "weights", f"{len(fresh)} encoder weights missing (e.g. {sorted(fresh)[0]}) — "
-                       "checkpoint and config.json disagree; they would be trained from random values")
+            raise fail(
+                weights,
+                "weights",
+                f"{len(fresh)} encoder weights missing (e.g. {sorted(fresh)[0]}) — "
+                "checkpoint and config.json disagree; they would be trained from random values",
+            )
         new = sorted(set(info["missing_keys"]) | {k for k, *_ in info["mismatched_keys"]})
         print(f"new (randomly initialised) weights: {', '.join(new) or 'none'}")
     if local:
@@ -210,11 +279,21 @@ def encode(tok, split: Split, max_len: int, chunk: int = 50_000) -> dict[str, np
     (MNLI's 393k pairs at L 128: 0.3 GB), tokenized in chunks so int64 copies stay small."""
     parts = []
     for lo in range(0, len(split), chunk):
-        enc = tok(*(t[lo : lo + chunk] for t in split.texts), padding="max_length", truncation=True,
-                  max_length=max_len, return_tensors="np", return_token_type_ids=True)
-        parts.append({"input_ids": enc["input_ids"].astype(np.int32),
-                      "attention_mask": enc["attention_mask"].astype(np.int8),
-                      "token_type_ids": enc["token_type_ids"].astype(np.int8)})
+        enc = tok(
+            *(t[lo : lo + chunk] for t in split.texts),
+            padding="max_length",
+            truncation=True,
+            max_length=max_len,
+            return_tensors="np",
+            return_token_type_ids=True,
+        )
+        parts.append(
+            {
+                "input_ids": enc["input_ids"].astype(np.int32),
+                "attention_mask": enc["attention_mask"].astype(np.int8),
+                "token_type_ids": enc["token_type_ids"].astype(np.int8),
+            }
+        )
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -252,9 +331,14 @@ def evaluate(model, t: Task, enc: list[dict], splits: list[Split], args, device,
         logits, loss = predict(model, e, s.labels, args, device, autocast)
         m = {f"eval_{k}": v for k, v in compute_metrics(t, to_predictions(t, logits), s.labels).items()}
         dt = time.time() - t0
-        m.update(eval_loss=loss, eval_runtime=round(dt, 4), eval_samples_per_second=round(len(s) / dt, 3),
-                 eval_steps_per_second=round(math.ceil(len(s) / args.per_device_eval_batch_size) / dt, 3),
-                 epoch=epoch, eval_samples=len(s))
+        m.update(
+            eval_loss=loss,
+            eval_runtime=round(dt, 4),
+            eval_samples_per_second=round(len(s) / dt, 3),
+            eval_steps_per_second=round(math.ceil(len(s) / args.per_device_eval_batch_size) / dt, 3),
+            epoch=epoch,
+            eval_samples=len(s),
+        )
         results.update({(k + "_mm" if i == 1 else k): v for k, v in m.items()})  # i == 1: MNLI dev_mismatched
     return results
 
@@ -314,8 +398,13 @@ def find_resume(args, out: Path, settings: dict) -> Path | None:
     saved = json.loads((ckpts[-1] / "trainer_state.json").read_text()).get("settings")
     if not args.overwrite_output_dir and saved == settings:
         return ckpts[-1]
-    why = "--overwrite_output_dir" if args.overwrite_output_dir else "written with other settings (" + ", ".join(
-        k for k in settings if (saved or {}).get(k) != settings[k]) + ")"
+    why = (
+        "--overwrite_output_dir"
+        if args.overwrite_output_dir
+        else "written with other settings ("
+        + ", ".join(k for k in settings if (saved or {}).get(k) != settings[k])
+        + ")"
+    )
     print(f"{out}: {len(ckpts)} old checkpoint(s) not resumed: {why}; starting over (they are removed)")
     for d in ckpts:
         shutil.rmtree(d, ignore_errors=True)
@@ -330,7 +419,9 @@ def main(argv=None) -> int:
 
     # --- inputs, all checked before anything is written: data, model, tokenizer
     data = read_data(args, t)
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+    device = torch.device(
+        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BigsError("--device: cuda requested but torch.cuda.is_available() is False")
     bf16 = args.bf16 if args.bf16 is not None else device.type == "cuda"
@@ -346,9 +437,11 @@ def main(argv=None) -> int:
                 s.labels = label_map[s.labels]
     enc = {k: [encode(tok, s, args.max_seq_length) for s in splits] for k, splits in data.items()}
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{t.name}: {type(model).__name__} from {args.model_name_or_path}{' (random init)' if args.random_init else ''}, "
-          f"{n_params:,} parameters; device {device.type}, bf16 {bf16}; "
-          + ", ".join(f"{k} {'+'.join(str(len(s)) for s in v)}" for k, v in data.items()))
+    print(
+        f"{t.name}: {type(model).__name__} from {args.model_name_or_path}{' (random init)' if args.random_init else ''}, "
+        f"{n_params:,} parameters; device {device.type}, bf16 {bf16}; "
+        + ", ".join(f"{k} {'+'.join(str(len(s)) for s in v)}" for k, v in data.items())
+    )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -367,7 +460,9 @@ def main(argv=None) -> int:
     # --- evaluation and predictions, as run_glue writes them
     eval_results = {}
     if args.do_eval:
-        eval_results = evaluate(model, t, enc["dev"], data["dev"], args, device, autocast, train_results.get("epoch", 0.0))
+        eval_results = evaluate(
+            model, t, enc["dev"], data["dev"], args, device, autocast, train_results.get("epoch", 0.0)
+        )
         for k, v in sorted(eval_results.items()):
             print(f"  {k} = {v}")
         with open(out / "metrics.jsonl", "a") as f:
@@ -377,7 +472,9 @@ def main(argv=None) -> int:
         for kind in ("dev", "test"):
             for name, e, s in zip(names, enc[kind], data[kind]):
                 logits, _ = predict(model, e, None, args, device, autocast)
-                write_submission(out / "predictions" / kind / f"{name}.tsv", t, s.ids, to_predictions(t, logits), label_map)
+                write_submission(
+                    out / "predictions" / kind / f"{name}.tsv", t, s.ids, to_predictions(t, logits), label_map
+                )
     if args.do_eval:
         write_json(out / "eval_results.json", eval_results)
     write_json(out / "all_results.json", {**train_results, **eval_results})
@@ -393,8 +490,12 @@ def train(args, t: Task, model, data, enc, device, autocast, out: Path) -> tuple
     steps_per_epoch = math.ceil(n / bs)
     total = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
     warmup = args.warmup_steps if args.warmup_steps > 0 else math.ceil(args.warmup_ratio * total)
-    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay, verbose=False), lr=args.learning_rate,
-                                  betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, args.weight_decay, verbose=False),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+    )
     settings = {k: getattr(args, k) for k in TRAIN_KEYS}
     step, loss_total = 0, 0.0
     resume = find_resume(args, out, settings)
@@ -412,8 +513,13 @@ def train(args, t: Task, model, data, enc, device, autocast, out: Path) -> tuple
         log_f.flush()
 
     print(f"training: {n} examples, {steps_per_epoch} steps/epoch, {total} steps, warmup {warmup}, batch {bs}")
-    bar = tqdm(total=total, initial=step, desc=f"finetune {t.name}", dynamic_ncols=True,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    bar = tqdm(
+        total=total,
+        initial=step,
+        desc=f"finetune {t.name}",
+        dynamic_ncols=True,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
+    )
     model.train()
     t0, start_step, loss_window, n_window = time.time(), step, 0.0, 0
     while step < total:
@@ -425,7 +531,9 @@ def train(args, t: Task, model, data, enc, device, autocast, out: Path) -> tuple
         with autocast:
             loss = model(**batch(e, idx, device, y, trim=not args.pad_to_max_length)).loss
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm if args.max_grad_norm > 0 else float("inf"))
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            model.parameters(), args.max_grad_norm if args.max_grad_norm > 0 else float("inf")
+        )
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -436,25 +544,48 @@ def train(args, t: Task, model, data, enc, device, autocast, out: Path) -> tuple
         bar.update(1)
         epoch = step / steps_per_epoch
         if step % args.logging_steps == 0 or step == total:
-            log({"kind": "train", "step": step, "epoch": round(epoch, 4), "loss": loss_window / n_window,
-                 "learning_rate": lr, "grad_norm": float(grad_norm)})
+            log(
+                {
+                    "kind": "train",
+                    "step": step,
+                    "epoch": round(epoch, 4),
+                    "loss": loss_window / n_window,
+                    "learning_rate": lr,
+                    "grad_norm": float(grad_norm),
+                }
+            )
             bar.set_postfix(loss=f"{loss_window / n_window:.4f}", lr=f"{lr:.2e}")
             loss_window, n_window = 0.0, 0
         epoch_end = step % steps_per_epoch == 0
-        if "dev" in data and ((args.eval_strategy == "steps" and step % args.eval_steps == 0)
-                              or (args.eval_strategy == "epoch" and epoch_end)):
-            log({"kind": "eval", "step": step, **evaluate(model, t, enc["dev"], data["dev"], args, device, autocast, epoch)})
-        if ((args.save_strategy == "steps" and step % args.save_steps == 0)
-                or (args.save_strategy == "epoch" and epoch_end)):
-            save_checkpoint(out, step, model, optimizer, {"settings": settings, "loss_total": loss_total},
-                            args.save_total_limit)
+        if "dev" in data and (
+            (args.eval_strategy == "steps" and step % args.eval_steps == 0)
+            or (args.eval_strategy == "epoch" and epoch_end)
+        ):
+            log(
+                {
+                    "kind": "eval",
+                    "step": step,
+                    **evaluate(model, t, enc["dev"], data["dev"], args, device, autocast, epoch),
+                }
+            )
+        if (args.save_strategy == "steps" and step % args.save_steps == 0) or (
+            args.save_strategy == "epoch" and epoch_end
+        ):
+            save_checkpoint(
+                out, step, model, optimizer, {"settings": settings, "loss_total": loss_total}, args.save_total_limit
+            )
     bar.close()
     log_f.close()
     runtime = time.time() - t0
     done = max(step - start_step, 1)
-    return {"epoch": step / steps_per_epoch, "train_loss": loss_total / max(step, 1), "train_runtime": round(runtime, 4),
-            "train_samples": n, "train_samples_per_second": round(done * bs / runtime, 3),
-            "train_steps_per_second": round(done / runtime, 3)}, step
+    return {
+        "epoch": step / steps_per_epoch,
+        "train_loss": loss_total / max(step, 1),
+        "train_runtime": round(runtime, 4),
+        "train_samples": n,
+        "train_samples_per_second": round(done * bs / runtime, 3),
+        "train_steps_per_second": round(done / runtime, 3),
+    }, step
 
 
 if __name__ == "__main__":

@@ -78,8 +78,10 @@ def task(name: str) -> Task:
     """A task by either spelling, any case: "sst2", "SST-2", "sts-b", "MNLI"."""
     key = name.lower().replace("-", "")
     if key not in TASKS:
-        raise BigsError(f"--task_name: unknown task {name!r}; use one of "
-                        f"{', '.join(t.name for t in TASKS.values())} (either spelling, any case)")
+        raise BigsError(
+            f"--task_name: unknown task {name!r}; use one of "
+            f"{', '.join(t.name for t in TASKS.values())} (either spelling, any case)"
+        )
     return TASKS[key]
 
 
@@ -103,8 +105,12 @@ class Split:
         """The first n examples (--max_*_samples), as HF run_glue's select(range(n))."""
         if n is None or n >= len(self):
             return self
-        return Split(self.source, self.ids[:n], tuple(t[:n] for t in self.texts),
-                     None if self.labels is None else self.labels[:n])
+        return Split(
+            self.source,
+            self.ids[:n],
+            tuple(t[:n] for t in self.texts),
+            None if self.labels is None else self.labels[:n],
+        )
 
 
 def split_files(t: Task, kind: str) -> tuple[str, ...]:
@@ -123,8 +129,11 @@ def parse_label(t: Task, value: str, where: str):
             raise fail(where, t.label, f"STS-B score {value!r} is not a number in [0, 5]")
         return score
     if value not in t.file_labels:
-        raise fail(where, t.label or "label (column 2)",
-                   f"{value!r} is not a {t.name} label; expected one of {', '.join(t.file_labels)}")
+        raise fail(
+            where,
+            t.label or "label (column 2)",
+            f"{value!r} is not a {t.name} label; expected one of {', '.join(t.file_labels)}",
+        )
     return t.file_labels.index(value)
 
 
@@ -149,18 +158,28 @@ def read_file(t: Task, path: Path, labelled: bool) -> Split:
         need = ([] if labelled else [t.test_id]) + list(t.text) + ([t.label] if labelled else [])
         missing = [c for c in need if c not in header]
         if missing:
-            raise fail(f"{path}:1", "header", f"no column {missing[0]!r}; a {t.name} "
-                       f"{'train/dev' if labelled else 'test'} file has columns {', '.join(need)} "
-                       f"(found: {', '.join(header) or 'an empty file'})")
+            raise fail(
+                f"{path}:1",
+                "header",
+                f"no column {missing[0]!r}; a {t.name} "
+                f"{'train/dev' if labelled else 'test'} file has columns {', '.join(need)} "
+                f"(found: {', '.join(header) or 'an empty file'})",
+            )
         width, first = len(header), 2
-        cols = {"label": header.index(t.label) if labelled else None, "text": [header.index(c) for c in t.text],
-                "id": None if labelled else header.index(t.test_id)}
+        cols = {
+            "label": header.index(t.label) if labelled else None,
+            "text": [header.index(c) for c in t.text],
+            "id": None if labelled else header.index(t.test_id),
+        }
     ids, texts, labels = [], tuple([] for _ in cols["text"]), []
     for lineno, row in enumerate(rows[first - 1 :], start=first):
         where = f"{path}:{lineno}"
         if len(row) != width:
-            raise fail(where, "columns", f"{len(row)} tab-separated fields, expected {width} "
-                       "(a tab inside a text, or a truncated line?)")
+            raise fail(
+                where,
+                "columns",
+                f"{len(row)} tab-separated fields, expected {width} (a tab inside a text, or a truncated line?)",
+            )
         for out, c in zip(texts, cols["text"]):
             out.append(row[c])
         if labelled:
@@ -184,8 +203,12 @@ def read_split(t: Task, kind: str, data_dir: str | os.PathLike | None) -> list[S
         return [hub_split(t, kind, i) for i in range(len(split_files(t, kind)))]
     d = Path(data_dir) / t.name
     if not d.is_dir():
-        raise fail(d, "--data_dir", f"no {t.name} directory; expected the GLUE download script's layout "
-                   f"{Path(data_dir)}/<TASK>/{{train,dev,test}}.tsv")
+        raise fail(
+            d,
+            "--data_dir",
+            f"no {t.name} directory; expected the GLUE download script's layout "
+            f"{Path(data_dir)}/<TASK>/{{train,dev,test}}.tsv",
+        )
     return [read_file(t, d / f"{stem}.tsv", labelled=kind != "test") for stem in split_files(t, kind)]
 
 
@@ -195,14 +218,20 @@ HUB_MNLI = {"dev": ("validation_matched", "validation_mismatched"), "test": ("te
 
 def hub_split(t: Task, kind: str, i: int) -> Split:
     """Split i of a kind from the hub dataset nyu-mll/glue (columns and label ids as ours)."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get("HF_DATASETS_OFFLINE", "") not in ("", "0")
-    how = ("pass --data_dir DIR with a local GLUE copy in the download script's layout "
-           "(DIR/<TASK>/{train,dev,test}.tsv); see README 'GLUE fine-tuning'")
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get(
+        "HF_DATASETS_OFFLINE", ""
+    ) not in ("", "0")
+    how = (
+        "pass --data_dir DIR with a local GLUE copy in the download script's layout "
+        "(DIR/<TASK>/{train,dev,test}.tsv); see README 'GLUE fine-tuning'"
+    )
     try:
         import datasets
     except ImportError:
-        raise BigsError(f"--data_dir: not given, and loading GLUE from the hub needs the `datasets` package "
-                        f"(pip install datasets) — or {how}") from None
+        raise BigsError(
+            f"--data_dir: not given, and loading GLUE from the hub needs the `datasets` package "
+            f"(pip install datasets) — or {how}"
+        ) from None
     name = (HUB_MNLI if t.hub == "mnli" and kind != "train" else HUB_SPLITS)[kind][i]
     try:
         ds = datasets.load_dataset("nyu-mll/glue", t.hub, split=name)
@@ -265,10 +294,13 @@ def compute_metrics(t: Task, predictions: np.ndarray, labels: np.ndarray) -> dic
     """HF run_glue's metrics for task `t`; `predictions` are class ids (or scores for STS-B).
     Tasks with two metrics also get `combined_score`, their mean (as run_glue)."""
     p, y = np.asarray(predictions), np.asarray(labels)
-    fns = {"accuracy": lambda: float(np.mean(p == y)), "f1": lambda: f1_positive(p, y),
-           "matthews_correlation": lambda: matthews(p, y),
-           "pearson": lambda: pearson(p.astype(np.float64), y.astype(np.float64)),
-           "spearmanr": lambda: spearman(p, y)}
+    fns = {
+        "accuracy": lambda: float(np.mean(p == y)),
+        "f1": lambda: f1_positive(p, y),
+        "matthews_correlation": lambda: matthews(p, y),
+        "pearson": lambda: pearson(p.astype(np.float64), y.astype(np.float64)),
+        "spearmanr": lambda: spearman(p, y),
+    }
     out = {m: fns[m]() for m in t.metrics}
     if len(out) > 1:
         out["combined_score"] = float(np.mean(list(out.values())))

@@ -44,8 +44,13 @@ def read_results(paths: list[str]) -> dict[str, dict[int, dict]]:
 
 
 def spread(values: list[float]) -> dict:
-    return {"n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values),
-            "values": ";".join(f"{v:.4g}" for v in values)}
+    return {
+        "n": len(values),
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "values": ";".join(f"{v:.4g}" for v in values),
+    }
 
 
 def run_rows(name: str, results: dict[str, dict[int, dict]]) -> list[dict]:
@@ -98,8 +103,14 @@ def read_csv(path: str) -> list[dict]:
 
 
 def run_markdown(name: str, rows: list[dict]) -> str:
-    lines = [f"# GLUE dev: {name}", "", "median over seeds (min–max), in %; `score` is what a task adds to the "
-             "GLUE average (bigs/glue.py)", "", "| task | metric | seeds | value |", "|---|---|---|---|"]
+    lines = [
+        f"# GLUE dev: {name}",
+        "",
+        "median over seeds (min–max), in %; `score` is what a task adds to the GLUE average (bigs/glue.py)",
+        "",
+        "| task | metric | seeds | value |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {r['task']} | {r['metric']} | {r['n']} | {cell(r)} |" for r in rows]
     return "\n".join(lines) + "\n"
 
@@ -108,9 +119,14 @@ def summary_markdown(rows: list[dict], runs: list[str]) -> str:
     scores = [r for r in rows if r["metric"].startswith("score")]
     tasks = list(dict.fromkeys(r["task"] for r in scores))
     by = {(r["run"], r["task"]): r for r in scores}
-    lines = ["# GLUE dev: runs side by side", "", "task score, median over seeds (min–max), in %; avg = GLUE "
-             "average without WNLI (bigs/glue.py)", "", "| task | " + " | ".join(runs) + " |",
-             "|---|" + "---|" * len(runs)]
+    lines = [
+        "# GLUE dev: runs side by side",
+        "",
+        "task score, median over seeds (min–max), in %; avg = GLUE average without WNLI (bigs/glue.py)",
+        "",
+        "| task | " + " | ".join(runs) + " |",
+        "|---|" + "---|" * len(runs),
+    ]
     for t in tasks:
         lines.append(f"| {t} | " + " | ".join(cell(by[(r, t)]) if (r, t) in by else "–" for r in runs) + " |")
     return "\n".join(lines) + "\n"

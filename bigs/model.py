@@ -571,7 +571,10 @@ class BiGSPreTrainedModel(PreTrainedModel):
         LayerNorm 1/0, S4D as Flax."""
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
-            _guarded(module.weight, lecun_normal_ if getattr(module, "lecun_normal_init", False) else lambda t: t.normal_(0.0, std))
+            _guarded(
+                module.weight,
+                lecun_normal_ if getattr(module, "lecun_normal_init", False) else lambda t: t.normal_(0.0, std),
+            )
             if module.bias is not None:
                 _guarded(module.bias, lambda t: t.zero_())
         elif isinstance(module, nn.Embedding):

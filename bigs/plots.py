@@ -24,7 +24,7 @@ matplotlib.use("Agg")  # no display on cluster nodes / CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import EngFormatter, PercentFormatter  # noqa: E402
 
-from bigs.errors import BigsError, atomic_path, cli_main, fail  # noqa: E402
+from bigs.errors import atomic_path, cli_main, fail  # noqa: E402
 
 TRAIN_FIELDS = ("loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "mfu")
 EVAL_FIELDS = ("eval_loss", "eval_accuracy", "eval_perplexity", "eval_tokens")
@@ -203,8 +203,11 @@ def draw(rows: list[tuple], names: list[str], out_dir: Path, smoothing: float | 
     for n in names:
         ax.plot(*_pts(rows, n, "train_loss"), color=colors[n], alpha=0.25, lw=0.8)
         ax.plot(*_pts(rows, n, "train_loss_ema"), color=colors[n], ls=styles[n], lw=1.8, label=n)
-    ax.set(xlabel="optimizer step", ylabel="masked-LM loss (nats / token)",
-           title=f"Training loss (faint: raw, line: EMA {ema_label(smoothing)})")
+    ax.set(
+        xlabel="optimizer step",
+        ylabel="masked-LM loss (nats / token)",
+        title=f"Training loss (faint: raw, line: EMA {ema_label(smoothing)})",
+    )
     _finish(fig, [ax], out_dir / "train_loss.png")
     written.append(out_dir / "train_loss.png")
 
@@ -217,11 +220,15 @@ def draw(rows: list[tuple], names: list[str], out_dir: Path, smoothing: float | 
     written.append(out_dir / "learning_rate.png")
 
     # evaluation on the test shards, against steps and against tokens seen (fair across batch sizes)
-    panels = (("eval_loss", "loss (nats / token)", "linear"),
-              ("eval_accuracy", "accuracy (% of masked tokens)", "linear"),
-              ("eval_perplexity", "perplexity (log scale)", "log"))
-    for x_name, xlabel, fname in (("step", "optimizer step", "eval_vs_step.png"),
-                                  ("tokens_seen", "tokens seen", "eval_vs_tokens.png")):
+    panels = (
+        ("eval_loss", "loss (nats / token)", "linear"),
+        ("eval_accuracy", "accuracy (% of masked tokens)", "linear"),
+        ("eval_perplexity", "perplexity (log scale)", "log"),
+    )
+    for x_name, xlabel, fname in (
+        ("step", "optimizer step", "eval_vs_step.png"),
+        ("tokens_seen", "tokens seen", "eval_vs_tokens.png"),
+    ):
         fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), layout="constrained")
         for ax, (key, ylabel, scale) in zip(axes, panels):
             for n in names:
@@ -242,8 +249,11 @@ def draw(rows: list[tuple], names: list[str], out_dir: Path, smoothing: float | 
         ax1.plot(*_pts(rows, n, "tokens_per_s"), color=colors[n], alpha=0.25, lw=0.8)
         ax1.plot(*_pts(rows, n, "tokens_per_s_ema"), color=colors[n], ls=styles[n], lw=1.8, label=n)
         ax2.plot(*_pts(rows, n, "mfu"), color=colors[n], ls=styles[n], label=n)
-    ax1.set(xlabel="optimizer step", ylabel="throughput (tokens / s)",
-            title=f"Training throughput (faint: raw, line: EMA {ema_label(smoothing)})")
+    ax1.set(
+        xlabel="optimizer step",
+        ylabel="throughput (tokens / s)",
+        title=f"Training throughput (faint: raw, line: EMA {ema_label(smoothing)})",
+    )
     ax1.yaxis.set_major_formatter(tokens_fmt)
     ax2.set(xlabel="optimizer step", ylabel="MFU (% of peak FLOP/s)", title="Model FLOPs utilisation")
     ax2.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
@@ -275,8 +285,12 @@ def _write_csv(path: Path, header: list[str], rows: list) -> None:
             w = csv.writer(f)
             w.writerow(header)
             for r in rows:
-                w.writerow(["" if v is None else v for v in (r if isinstance(r, (list, tuple)) else
-                                                              [r.get(h) for h in header])])
+                w.writerow(
+                    [
+                        "" if v is None else v
+                        for v in (r if isinstance(r, (list, tuple)) else [r.get(h) for h in header])
+                    ]
+                )
 
 
 def read_eval(path: str | Path) -> dict:
@@ -289,8 +303,12 @@ def read_eval(path: str | Path) -> dict:
         raise fail(path, "--eval", "no such file — run `python -m bigs.evaluate` first") from None
     except (json.JSONDecodeError, KeyError, TypeError):
         raise fail(path, "metrics", "not a bigs.evaluate JSON (needs a 'metrics' object)") from None
-    return {"evaluation": path.stem, "model": d.get("model"), "step": d.get("step"),
-            **{k: m.get(k) for k in ("eval_loss", "eval_accuracy", "eval_perplexity", "eval_tokens")}}
+    return {
+        "evaluation": path.stem,
+        "model": d.get("model"),
+        "step": d.get("step"),
+        **{k: m.get(k) for k in ("eval_loss", "eval_accuracy", "eval_perplexity", "eval_tokens")},
+    }
 
 
 def run_name(run: Path) -> str:
@@ -305,8 +323,12 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--out_dir", required=True)
     p.add_argument("--names", nargs="+", help="legend names, one per run (default: dir names)")
     p.add_argument("--eval", nargs="*", default=[], help="bigs.evaluate JSON files for the summary")
-    p.add_argument("--smoothing", type=float, default=None,
-                   help="EMA factor for the loss and throughput curves, in [0, 1) (default: from the number of points)")
+    p.add_argument(
+        "--smoothing",
+        type=float,
+        default=None,
+        help="EMA factor for the loss and throughput curves, in [0, 1) (default: from the number of points)",
+    )
     args = p.parse_args(argv)
 
     if args.smoothing is not None and not 0.0 <= args.smoothing < 1.0:

@@ -73,10 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", required=True)
     p.add_argument("--dataset_path", required=True, help="dir or gs://bucket/prefix with *train*/*test* hdf5 shards")
     p.add_argument("--model_type", default="s4-bert", choices=["s4-bert", "bert"])
-    p.add_argument("--overwrite_output_dir", action="store_true",
-                   help="allow a fresh start in a non-empty output_dir; with --resume auto a checkpoint there is still resumed")
-    p.add_argument("--max_seq_length", type=positive(int), default=None,
-                   help="the model's length; default: the shards' (every shard is checked against it)")
+    p.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="allow a fresh start in a non-empty output_dir; with --resume auto a checkpoint there is still resumed",
+    )
+    p.add_argument(
+        "--max_seq_length",
+        type=positive(int),
+        default=None,
+        help="the model's length; default: the shards' (every shard is checked against it)",
+    )
     p.add_argument("--per_device_train_batch_size", type=positive(int), default=131)
     p.add_argument("--per_device_eval_batch_size", type=positive(int), default=131)
     p.add_argument("--learning_rate", type=positive(float), default=6e-4)
@@ -85,8 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adam_beta2", type=float, default=0.98)
     p.add_argument("--adam_epsilon", type=float, default=1e-6)
     p.add_argument("--adafactor", type=str2bool, nargs="?", const=True, default=False)
-    p.add_argument("--max_train_shards", type=positive(int), default=3000,
-                   help="stop after this many shard visits (over epochs), as the original; the last shard finishes")
+    p.add_argument(
+        "--max_train_shards",
+        type=positive(int),
+        default=3000,
+        help="stop after this many shard visits (over epochs), as the original; the last shard finishes",
+    )
     p.add_argument("--logging_steps", type=positive(int), default=100)
     p.add_argument("--save_steps", type=positive(int), default=5000)
     p.add_argument("--eval_steps", type=positive(int), default=8000)
@@ -98,41 +109,81 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden_size", type=positive(int), default=1024)
     p.add_argument("--intermediate_size", type=positive(int), default=3072)
     p.add_argument("--hidden_dropout_prob", type=float, default=0.1)
-    p.add_argument("--dropout_mask", default="shared", choices=["shared", "per_example"],
-                   help="shared: one embedding-dropout mask per micro-batch, as the original (REFERENCE.md §5a)")
+    p.add_argument(
+        "--dropout_mask",
+        default="shared",
+        choices=["shared", "per_example"],
+        help="shared: one embedding-dropout mask per micro-batch, as the original (REFERENCE.md §5a)",
+    )
     p.add_argument("--num_ssm", type=positive(int), default=64)
-    p.add_argument("--max_predictions_per_seq", type=positive(int), default=20,
-                   help="accepted for the seed's command; the shards hold the masked positions")
+    p.add_argument(
+        "--max_predictions_per_seq",
+        type=positive(int),
+        default=20,
+        help="accepted for the seed's command; the shards hold the masked positions",
+    )
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--num_workers", type=int, default=4, help="accepted for compatibility; shards load in a background thread")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="original flag; bfloat16 = --precision bf16")
+    p.add_argument(
+        "--num_workers", type=int, default=4, help="accepted for compatibility; shards load in a background thread"
+    )
+    p.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16"], help="original flag; bfloat16 = --precision bf16"
+    )
     p.add_argument("--do_train", type=str2bool, nargs="?", const=True, default=True)
     p.add_argument("--do_eval", type=str2bool, nargs="?", const=True, default=True)
     # --- ours
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "xla"])
-    p.add_argument("--precision", default=None, choices=["fp32", "bf16"], help="bf16 = autocast (default: from --dtype)")
-    p.add_argument("--global_batch_size", type=positive(int), default=None,
-                   help="sequences per optimizer step over all devices (the paper: 1048); accumulation = this / "
-                        "(per-device batch × world size), derived at start-up")
-    p.add_argument("--gradient_accumulation_steps", type=positive(int), default=None,
-                   help="micro-batches per optimizer step (default 1, or derived from --global_batch_size)")
-    p.add_argument("--max_grad_norm", type=float, default=0.0, help="clip gradients to this norm; 0 = off (the original)")
+    p.add_argument(
+        "--precision", default=None, choices=["fp32", "bf16"], help="bf16 = autocast (default: from --dtype)"
+    )
+    p.add_argument(
+        "--global_batch_size",
+        type=positive(int),
+        default=None,
+        help="sequences per optimizer step over all devices (the paper: 1048); accumulation = this / "
+        "(per-device batch × world size), derived at start-up",
+    )
+    p.add_argument(
+        "--gradient_accumulation_steps",
+        type=positive(int),
+        default=None,
+        help="micro-batches per optimizer step (default 1, or derived from --global_batch_size)",
+    )
+    p.add_argument(
+        "--max_grad_norm", type=float, default=0.0, help="clip gradients to this norm; 0 = off (the original)"
+    )
     p.add_argument("--ssm_init", default="hippo", choices=["hippo", "lin", "inv"])
-    p.add_argument("--conv_impl", default="auto", choices=["auto", "fft", "toeplitz"],
-                   help="SSM convolution (bigs/model.py): auto = Toeplitz GEMM up to L 1024, FFT beyond; XLA: toeplitz")
-    p.add_argument("--resume", default="auto", help="auto (latest checkpoint in output_dir), never, or a checkpoint dir")
+    p.add_argument(
+        "--conv_impl",
+        default="auto",
+        choices=["auto", "fft", "toeplitz"],
+        help="SSM convolution (bigs/model.py): auto = Toeplitz GEMM up to L 1024, FFT beyond; XLA: toeplitz",
+    )
+    p.add_argument(
+        "--resume", default="auto", help="auto (latest checkpoint in output_dir), never, or a checkpoint dir"
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA/CPU)")
-    p.add_argument("--mlm_gather", default="auto", choices=["auto", "boolean", "positions"],
-                   help="how the MLM head finds the masked tokens: boolean = labels (B, L) != -100 (data-dependent "
-                        "shape), positions = gather at masked_positions (B, P) (fixed shape); auto = positions on XLA, "
-                        "boolean elsewhere")
+    p.add_argument(
+        "--mlm_gather",
+        default="auto",
+        choices=["auto", "boolean", "positions"],
+        help="how the MLM head finds the masked tokens: boolean = labels (B, L) != -100 (data-dependent "
+        "shape), positions = gather at masked_positions (B, P) (fixed shape); auto = positions on XLA, "
+        "boolean elsewhere",
+    )
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events to output_dir/tb")
     p.add_argument("--eval_batches", type=int, default=0, help="max test batches per evaluation (0 = all)")
     p.add_argument("--save_total_limit", type=int, default=2, help="keep the newest K checkpoint-* dirs (0 = all)")
-    p.add_argument("--shard_cache_dir", default=None, help="where gs:// shards are staged (default output_dir/.shard-cache)")
-    p.add_argument("--dist_timeout", type=positive(float), default=1800,
-                   help="seconds a collective waits for the other ranks (several processes/nodes) before the run "
-                        f"stops with exit {EXIT_PEER_LOST} naming the lost peer; rerun to resume")
+    p.add_argument(
+        "--shard_cache_dir", default=None, help="where gs:// shards are staged (default output_dir/.shard-cache)"
+    )
+    p.add_argument(
+        "--dist_timeout",
+        type=positive(float),
+        default=1800,
+        help="seconds a collective waits for the other ranks (several processes/nodes) before the run "
+        f"stops with exit {EXIT_PEER_LOST} naming the lost peer; rerun to resume",
+    )
     return p
 
 
@@ -158,13 +209,17 @@ def accumulation_steps(args, world: int) -> int:
     micro = args.per_device_train_batch_size * world
     acc, rest = divmod(args.global_batch_size, micro)
     if rest or acc == 0:
-        raise BigsError(f"--global_batch_size: {args.global_batch_size} is not a multiple of --per_device_train_batch_size "
-                        f"{args.per_device_train_batch_size} × {world} devices = {micro}; choose a per-device batch "
-                        "that divides it")
+        raise BigsError(
+            f"--global_batch_size: {args.global_batch_size} is not a multiple of --per_device_train_batch_size "
+            f"{args.per_device_train_batch_size} × {world} devices = {micro}; choose a per-device batch "
+            "that divides it"
+        )
     if args.gradient_accumulation_steps not in (None, acc):
-        raise BigsError(f"--gradient_accumulation_steps: {args.gradient_accumulation_steps} conflicts with "
-                        f"--global_batch_size {args.global_batch_size} = {args.per_device_train_batch_size} per device × "
-                        f"{world} devices × {acc}; pass only one of the two")
+        raise BigsError(
+            f"--gradient_accumulation_steps: {args.gradient_accumulation_steps} conflicts with "
+            f"--global_batch_size {args.global_batch_size} = {args.per_device_train_batch_size} per device × "
+            f"{world} devices × {acc}; pass only one of the two"
+        )
     return acc
 
 
@@ -224,8 +279,10 @@ def param_groups(model: torch.nn.Module, weight_decay: float, verbose: bool = Tr
     if verbose:
         for g in groups.values():
             n = sum(p.numel() for p in g["params"])
-            print(f"optimizer group: weight_decay={g['weight_decay']} lr_mult={g['lr_mult']}: "
-                  f"{len(g['params'])} tensors, {n:,} parameters")
+            print(
+                f"optimizer group: weight_decay={g['weight_decay']} lr_mult={g['lr_mult']}: "
+                f"{len(g['params'])} tensors, {n:,} parameters"
+            )
     return list(groups.values())
 
 
@@ -241,8 +298,20 @@ class TrainStream:
     --max_train_shards (REFERENCE.md §5d); None = endless.
     """
 
-    def __init__(self, shards, per_device, rank, world, seed, cache_dir=None, position=None, fixed_shape=False,
-                 max_seq_length=None, max_visits=None, accumulation=1):
+    def __init__(
+        self,
+        shards,
+        per_device,
+        rank,
+        world,
+        seed,
+        cache_dir=None,
+        position=None,
+        fixed_shape=False,
+        max_seq_length=None,
+        max_visits=None,
+        accumulation=1,
+    ):
         self.shards, self.per_device, self.rank, self.world, self.seed = shards, per_device, rank, world, seed
         self.accumulation = accumulation
         self.max_visits = max_visits
@@ -266,9 +335,11 @@ class TrainStream:
             arrays = read_shard(local)
         L = arrays["input_ids"].shape[1]
         if self.max_seq_length is not None and L != self.max_seq_length:
-            raise BigsError(f"{path}: input_ids: sequences of length {L}, but --max_seq_length is "
-                            f"{self.max_seq_length} (the model's max_position_embeddings); train with "
-                            f"--max_seq_length {L} or rebuild the samples")
+            raise BigsError(
+                f"{path}: input_ids: sequences of length {L}, but --max_seq_length is "
+                f"{self.max_seq_length} (the model's max_position_embeddings); train with "
+                f"--max_seq_length {L} or rebuild the samples"
+            )
         return path, arrays
 
     def visits(self) -> int:
@@ -303,17 +374,21 @@ class TrainStream:
             self.offset = 0
             if self.shard_i == 0:  # an epoch ended
                 if batches_this_epoch == 0:
-                    raise BigsError(f"{path}: input_ids: every train shard has fewer instances than one global "
-                                    f"batch ({G * A} = per-device batch × devices × accumulation); lower "
-                                    "--per_device_train_batch_size or --global_batch_size, or make bigger shards")
+                    raise BigsError(
+                        f"{path}: input_ids: every train shard has fewer instances than one global "
+                        f"batch ({G * A} = per-device batch × devices × accumulation); lower "
+                        "--per_device_train_batch_size or --global_batch_size, or make bigger shards"
+                    )
                 batches_this_epoch = 0
 
 
 def rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
     """Every RNG this process draws from: JSON-able part and tensor part."""
     np_state = np.random.get_state()
-    js = {"python": json.loads(json.dumps(random.getstate())),
-          "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
+    js = {
+        "python": json.loads(json.dumps(random.getstate())),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+    }
     ts = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():  # [cuda]
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -328,7 +403,9 @@ def set_rng_state(js: dict, ts: dict[str, torch.Tensor]) -> None:
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
     torch.set_rng_state(ts["torch"])
     if torch.cuda.is_available():  # [cuda]
-        torch.cuda.set_rng_state_all([ts[k] for k in sorted((k for k in ts if k.startswith("cuda")), key=lambda k: int(k[4:]))])
+        torch.cuda.set_rng_state_all(
+            [ts[k] for k in sorted((k for k in ts if k.startswith("cuda")), key=lambda k: int(k[4:]))]
+        )
 
 
 CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -358,10 +435,12 @@ def save_checkpoint(output_dir, step, model, optimizer, state: dict, rank: int, 
         except (OSError, RuntimeError, SafetensorError) as exc:  # full disk, quota: the previous one stays intact
             prev = complete_checkpoints(output_dir)
             free = shutil.disk_usage(output_dir).free
-            raise BigsError(f"{final}: checkpoint: write failed ({getattr(exc, 'strerror', None) or exc}; "
-                            f"{free / 2**20:.1f} MiB free); nothing was written there and "
-                            f"{prev[-1] if prev else 'no earlier checkpoint'} is intact — free space "
-                            "(or lower --save_total_limit) and rerun to resume") from exc
+            raise BigsError(
+                f"{final}: checkpoint: write failed ({getattr(exc, 'strerror', None) or exc}; "
+                f"{free / 2**20:.1f} MiB free); nothing was written there and "
+                f"{prev[-1] if prev else 'no earlier checkpoint'} is intact — free space "
+                "(or lower --save_total_limit) and rerun to resume"
+            ) from exc
         if keep > 0:
             for old in complete_checkpoints(output_dir)[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -392,7 +471,9 @@ def save_model(model, directory: Path) -> None:
 
 def optimizer_state_cpu(optimizer) -> dict:
     sd = optimizer.state_dict()
-    sd["state"] = {k: {n: (v.detach().cpu() if torch.is_tensor(v) else v) for n, v in s.items()} for k, s in sd["state"].items()}
+    sd["state"] = {
+        k: {n: (v.detach().cpu() if torch.is_tensor(v) else v) for n, v in s.items()} for k, s in sd["state"].items()
+    }
     return sd
 
 
@@ -402,8 +483,10 @@ def load_checkpoint(ckpt: Path, model, optimizer) -> dict:
     saved_cfg = json.loads((ckpt / "config.json").read_text())
     for key in ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size", "num_ssm"):
         if key in saved_cfg and saved_cfg[key] != getattr(model.config, key, saved_cfg[key]):
-            raise BigsError(f"{ckpt}: config.json: {key} is {saved_cfg[key]!r} but this run builds "
-                            f"{getattr(model.config, key)!r}; use the same model flags, or another --output_dir")
+            raise BigsError(
+                f"{ckpt}: config.json: {key} is {saved_cfg[key]!r} but this run builds "
+                f"{getattr(model.config, key)!r}; use the same model flags, or another --output_dir"
+            )
     saved = type(model).from_pretrained(ckpt)  # safetensors only, and re-ties the decoder
     model.load_state_dict(saved.state_dict())
     optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"))
@@ -414,8 +497,10 @@ def restore_rng(ckpt: Path, state: dict, rank: int) -> None:
     from safetensors.torch import load_file
 
     if rank >= len(state["rng"]):
-        raise BigsError(f"{ckpt}: trainer_state.json: written by {len(state['rng'])} ranks, resumed with more; "
-                        "resume with the same world size or start over with --resume never")
+        raise BigsError(
+            f"{ckpt}: trainer_state.json: written by {len(state['rng'])} ranks, resumed with more; "
+            "resume with the same world size or start over with --resume never"
+        )
     set_rng_state(state["rng"][rank], load_file(str(ckpt / f"rng-rank{rank}.safetensors")))
 
 
@@ -462,8 +547,10 @@ def lock_output_dir(out: Path):
         f.seek(0)
         holder = f.read().strip() or "another process"
         f.close()
-        raise BigsError(f"{out}: --output_dir: in use by a running bigs.pretrain ({holder}); wait for it, "
-                        "stop it, or choose another --output_dir") from None
+        raise BigsError(
+            f"{out}: --output_dir: in use by a running bigs.pretrain ({holder}); wait for it, "
+            "stop it, or choose another --output_dir"
+        ) from None
     f.seek(0)
     f.truncate()
     f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
@@ -479,8 +566,10 @@ def install_stop_handlers(stop: dict) -> None:
         stop["signal"] = signal.Signals(signum).name
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            print("\ninterrupted: finishing this step and writing a checkpoint (Ctrl-C again to quit at once)",
-                  file=sys.stderr)
+            print(
+                "\ninterrupted: finishing this step and writing a checkpoint (Ctrl-C again to quit at once)",
+                file=sys.stderr,
+            )
 
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         signal.signal(sig, on_signal)
@@ -491,15 +580,24 @@ def build_model(args, device_kind: str):
     if args.model_type == "bert":  # the paper's baseline, same data and sizes
         from bigs.bert import BertForMaskedLMMaskedHead, bert_config
 
-        cfg = bert_config(args.hidden_size, args.n_layers, args.intermediate_size, args.hidden_dropout_prob, args.max_seq_length)
+        cfg = bert_config(
+            args.hidden_size, args.n_layers, args.intermediate_size, args.hidden_dropout_prob, args.max_seq_length
+        )
         return BertForMaskedLMMaskedHead(cfg)  # same head trick as BiGS: a fair speed comparison
     from bigs.model import BiGSConfig, BiGSForMaskedLM
 
     conv = "toeplitz" if device_kind == "xla" else args.conv_impl  # [xla] FFT has no lowering
-    cfg = BiGSConfig(hidden_size=args.hidden_size, num_hidden_layers=args.n_layers, intermediate_size=args.intermediate_size,
-                     hidden_dropout_prob=args.hidden_dropout_prob, dropout_mask=args.dropout_mask,
-                     max_position_embeddings=args.max_seq_length, num_ssm=args.num_ssm, ssm_init=args.ssm_init,
-                     conv_impl=conv)
+    cfg = BiGSConfig(
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.n_layers,
+        intermediate_size=args.intermediate_size,
+        hidden_dropout_prob=args.hidden_dropout_prob,
+        dropout_mask=args.dropout_mask,
+        max_position_embeddings=args.max_seq_length,
+        num_ssm=args.num_ssm,
+        ssm_init=args.ssm_init,
+        conv_impl=conv,
+    )
     model = BiGSForMaskedLM(cfg)
     for name, prm in model.named_parameters():  # the pooler (kept for the published layout) gets no MLM gradient
         if ".pooler." in name:
@@ -515,8 +613,13 @@ def build_optimizer(model, args, verbose: bool):
         from bigs.optim import OptaxAdafactor
 
         return OptaxAdafactor(groups, lr=args.learning_rate)
-    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-                             eps=args.adam_epsilon, weight_decay=args.weight_decay)
+    return torch.optim.AdamW(
+        groups,
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+        weight_decay=args.weight_decay,
+    )
 
 
 # ----------------------------------------------------------------------------- several nodes
@@ -543,9 +646,11 @@ def check_shared_output_dir(out: Path, rank: int, world: int) -> None:
         probe.unlink(missing_ok=True)
     blind = [f"rank {r} on {host}" for r, host, ok in views if not ok]
     if blind:
-        raise BigsError(f"{out}: --output_dir: {', '.join(blind)} cannot see the file rank 0 ({views[0][1]}) wrote there; "
-                        "a multi-node run needs output_dir on a shared file system (NFS, Lustre, GPFS…) mounted at the "
-                        "same path on every node: rank 0 writes the checkpoints and every rank reads them at resume")
+        raise BigsError(
+            f"{out}: --output_dir: {', '.join(blind)} cannot see the file rank 0 ({views[0][1]}) wrote there; "
+            "a multi-node run needs output_dir on a shared file system (NFS, Lustre, GPFS…) mounted at the "
+            "same path on every node: rank 0 writes the checkpoints and every rank reads them at resume"
+        )
 
 
 def check_same_resume(resume_from: Path | None, rank: int, world: int) -> None:
@@ -553,16 +658,27 @@ def check_same_resume(resume_from: Path | None, rank: int, world: int) -> None:
     chosen = [None] * world
     dist.all_gather_object(chosen, str(resume_from))  # [ddp]
     if len(set(chosen)) > 1:
-        raise BigsError(f"{resume_from}: --resume: ranks disagree on the checkpoint to resume "
-                        f"({', '.join(f'rank {r}: {c}' for r, c in enumerate(chosen))}); is output_dir shared by every node?")
+        raise BigsError(
+            f"{resume_from}: --resume: ranks disagree on the checkpoint to resume "
+            f"({', '.join(f'rank {r}: {c}' for r, c in enumerate(chosen))}); is output_dir shared by every node?"
+        )
 
 
 def lost_peer_message(exc: BaseException, args: argparse.Namespace | None) -> str | None:
     """One line for a collective that failed because another rank died (connection closed) or hung
     past --dist_timeout; None for any other error (those keep their traceback)."""
     text = str(exc)
-    markers = ("Connection closed by peer", "Connection reset by peer", "Timed out", "timed out", "Broken pipe",
-               "Socket Timeout", "connection refused", "Connection refused", "NCCL communicator was aborted")
+    markers = (
+        "Connection closed by peer",
+        "Connection reset by peer",
+        "Timed out",
+        "timed out",
+        "Broken pipe",
+        "Socket Timeout",
+        "connection refused",
+        "Connection refused",
+        "NCCL communicator was aborted",
+    )
     if not isinstance(exc, (dist.DistError, RuntimeError)) or not any(m in text for m in markers):
         return None
     if not (dist.is_available() and dist.is_initialized()):
@@ -574,9 +690,11 @@ def lost_peer_message(exc: BaseException, args: argparse.Namespace | None) -> st
     why = "hung past --dist_timeout" if "imed out" in text or "Timeout" in text else "closed its connection (died)"
     last = complete_checkpoints(args.output_dir) if args is not None else []
     detail = re.sub(r"^\[[^\]]*\] ", "", text.splitlines()[0]).split(". ")[0][:160]  # drop gloo's source location
-    return (f"rank {dist.get_rank()} of {dist.get_world_size()} on {socket.gethostname()}: a peer rank{where} {why}: "
-            f"a node or process of this run is gone; rerun the same command on every node to resume from "
-            f"{last[-1] if last else 'the start (no checkpoint yet)'} ({type(exc).__name__}: {detail})")
+    return (
+        f"rank {dist.get_rank()} of {dist.get_world_size()} on {socket.gethostname()}: a peer rank{where} {why}: "
+        f"a node or process of this run is gone; rerun the same command on every node to resume from "
+        f"{last[-1] if last else 'the start (no checkpoint yet)'} ({type(exc).__name__}: {detail})"
+    )
 
 
 def run_reporting_lost_peers(argv) -> int:
@@ -634,7 +752,9 @@ def setup_device(args) -> Env:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if world > 1:  # [ddp]
-        dist.init_process_group("nccl" if kind == "cuda" else "gloo", timeout=datetime.timedelta(seconds=args.dist_timeout))
+        dist.init_process_group(
+            "nccl" if kind == "cuda" else "gloo", timeout=datetime.timedelta(seconds=args.dist_timeout)
+        )
     return Env(kind, device, rank, world)
 
 
@@ -675,8 +795,10 @@ def prepare_output_dir(args, env: Env):
     if env.ddp:  # [ddp] every rank resumes what rank 0 chose
         check_same_resume(resume_from, env.rank, env.world)
     if resume_from is None and ckpts and not args.overwrite_output_dir:
-        raise BigsError(f"{out}: --output_dir holds {ckpts[-1].name}; use --resume auto to continue it, "
-                        "or --resume never --overwrite_output_dir to start over (old checkpoints are moved aside)")
+        raise BigsError(
+            f"{out}: --output_dir holds {ckpts[-1].name}; use --resume auto to continue it, "
+            "or --resume never --overwrite_output_dir to start over (old checkpoints are moved aside)"
+        )
     if not master:
         return resume_from, lock
     if resume_from is None and ckpts:
@@ -691,18 +813,26 @@ def prepare_output_dir(args, env: Env):
     for tmp in out.glob(".tmp-checkpoint-*"):  # checkpoint writes cut short by a kill: never loaded
         shutil.rmtree(tmp, ignore_errors=True)
     if resume_from is not None and args.overwrite_output_dir:
-        print(f"resuming from {resume_from} (--overwrite_output_dir never deletes a resumable run; "
-              "use --resume never to start over)")
+        print(
+            f"resuming from {resume_from} (--overwrite_output_dir never deletes a resumable run; "
+            "use --resume never to start over)"
+        )
     return resume_from, lock
 
 
-def print_summary(args, model, env: Env, global_batch: int, n_train: int, n_test: int, step: int, flops_per_step: float):
+def print_summary(
+    args, model, env: Env, global_batch: int, n_train: int, n_test: int, step: int, flops_per_step: float
+):
     """The start-up summary; the estimated time to finish follows once the speed is known."""
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model {args.model_type}: {n_params:,} parameters, {args.n_layers} layers, H {args.hidden_size}, I {args.intermediate_size}")
-    print(f"device {env.kind} × {env.world}; precision {args.precision}; global batch {global_batch} "
-          f"({args.per_device_train_batch_size} × {env.world} devices × {args.gradient_accumulation_steps} accumulation); "
-          f"{global_batch * args.max_seq_length:,} token positions per step; {n_train} train / {n_test} test shards")
+    print(
+        f"model {args.model_type}: {n_params:,} parameters, {args.n_layers} layers, H {args.hidden_size}, I {args.intermediate_size}"
+    )
+    print(
+        f"device {env.kind} × {env.world}; precision {args.precision}; global batch {global_batch} "
+        f"({args.per_device_train_batch_size} × {env.world} devices × {args.gradient_accumulation_steps} accumulation); "
+        f"{global_batch * args.max_seq_length:,} token positions per step; {n_train} train / {n_test} test shards"
+    )
     print(f"steps {step} -> {args.num_total_train_steps}; ≈{flops_per_step:.3g} FLOPs per step")
     frac = eval_cost_fraction(args, global_batch, env.world)
     if not n_test:
@@ -710,11 +840,16 @@ def print_summary(args, model, env: Env, global_batch: int, n_train: int, n_test
     elif frac is None:
         print(f"evaluation every {args.eval_steps} steps and at the end, the whole test split each")
     else:
-        print(f"evaluation every {args.eval_steps} steps and at the end, {args.eval_batches} batches × "
-              f"{args.per_device_eval_batch_size} × {env.world} devices each: ≈{frac:.2%} of the training compute")
+        print(
+            f"evaluation every {args.eval_steps} steps and at the end, {args.eval_batches} batches × "
+            f"{args.per_device_eval_batch_size} × {env.world} devices each: ≈{frac:.2%} of the training compute"
+        )
     if is_paper_recipe(args) and global_batch != PAPER_GLOBAL_BATCH:
-        print(f"warning: the paper's recipe (23 layers, H 1024, 100k steps) uses a global batch of {PAPER_GLOBAL_BATCH}, "
-              f"this run {global_batch}: pass --global_batch_size {PAPER_GLOBAL_BATCH}", file=sys.stderr)
+        print(
+            f"warning: the paper's recipe (23 layers, H 1024, 100k steps) uses a global batch of {PAPER_GLOBAL_BATCH}, "
+            f"this run {global_batch}: pass --global_batch_size {PAPER_GLOBAL_BATCH}",
+            file=sys.stderr,
+        )
 
 
 class MetricsLog:
@@ -729,7 +864,9 @@ class MetricsLog:
 
                 self.tb = SummaryWriter(str(out / "tb"))
             except ImportError:
-                print("warning: --tensorboard: tensorboard is not installed; writing metrics.jsonl only", file=sys.stderr)
+                print(
+                    "warning: --tensorboard: tensorboard is not installed; writing metrics.jsonl only", file=sys.stderr
+                )
 
     def __call__(self, record: dict) -> None:
         if self.f is None:
@@ -751,14 +888,25 @@ def evaluate_test(model, test_shards, args, env: Env, fixed_shape: bool, cache_d
     """Masked-LM metrics on the test shards (bigs.evaluate's function), token-weighted over ranks."""
     from bigs.evaluate import evaluate_mlm, mlm_metrics, shard_batches
 
-    batches = shard_batches(test_shards, args.per_device_eval_batch_size, rank=env.rank, world=env.world,
-                            fixed_shape=fixed_shape, cache_dir=cache_dir / "test")
+    batches = shard_batches(
+        test_shards,
+        args.per_device_eval_batch_size,
+        rank=env.rank,
+        world=env.world,
+        fixed_shape=fixed_shape,
+        cache_dir=cache_dir / "test",
+    )
     if env.kind == "xla":  # [xla] one graph per batch (the loader marks the step)
         import torch_xla.distributed.parallel_loader as pl
 
         batches = pl.MpDeviceLoader(batches, env.device)
-    res = evaluate_mlm(model, batches, env.device, max_batches=args.eval_batches or None,
-                       autocast_dtype=torch.bfloat16 if args.precision == "bf16" else None)
+    res = evaluate_mlm(
+        model,
+        batches,
+        env.device,
+        max_batches=args.eval_batches or None,
+        autocast_dtype=torch.bfloat16 if args.precision == "bf16" else None,
+    )
     if env.ddp:  # [ddp] token-weighted sums over ranks
         n = res["eval_tokens"]
         res.update(mlm_metrics(*all_reduce_sum([res["eval_loss"] * n, res["eval_accuracy"] * n, n], env)))
@@ -776,13 +924,24 @@ def loss_weights(micro: list[dict], env: Env) -> list[float]:
     return [c / max(total, 1.0) for c in counts]
 
 
-def train_record(step, tokens_seen, n_steps, dt, wall, loss, lr, grad_norm, args, tokens_per_step, fpt, peak, env) -> dict:
+def train_record(
+    step, tokens_seen, n_steps, dt, wall, loss, lr, grad_norm, args, tokens_per_step, fpt, peak, env
+) -> dict:
     """One metrics.jsonl training line: the mean loss and the speed over the last `n_steps` steps."""
     tps = n_steps * tokens_per_step / max(dt, 1e-9)
-    rec = {"kind": "train", "step": step, "tokens_seen": tokens_seen, "wall_time": round(wall, 3), "loss": loss, "lr": lr,
-           "grad_norm": grad_norm, "tokens_per_s": tps, "samples_per_s": tps / args.max_seq_length,
-           "mfu": (tps * fpt / (peak * env.world)) if peak else None,
-           "eta_s": round((args.num_total_train_steps - step) * dt / n_steps, 1)}
+    rec = {
+        "kind": "train",
+        "step": step,
+        "tokens_seen": tokens_seen,
+        "wall_time": round(wall, 3),
+        "loss": loss,
+        "lr": lr,
+        "grad_norm": grad_norm,
+        "tokens_per_s": tps,
+        "samples_per_s": tps / args.max_seq_length,
+        "mfu": (tps * fpt / (peak * env.world)) if peak else None,
+        "eta_s": round((args.num_total_train_steps - step) * dt / n_steps, 1),
+    }
     if env.kind == "xla":  # [xla] the compile count must stop growing after warm-up
         import torch_xla.debug.metrics as met
 
@@ -805,8 +964,13 @@ def progress_bar(args, step: int, master: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=args.num_total_train_steps, initial=step, desc="pretrain", dynamic_ncols=True,
-                mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    return tqdm(
+        total=args.num_total_train_steps,
+        initial=step,
+        desc="pretrain",
+        dynamic_ncols=True,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
+    )
 
 
 def save_final(out: Path, model, step: int, tokens_seen: int) -> None:
@@ -834,8 +998,11 @@ def main(argv=None, index: int = 0) -> int:
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # no "Writing model shards" bars in the logs
-    autocast = (torch.autocast(device_type=env.kind, dtype=torch.bfloat16) if args.precision == "bf16"
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast(device_type=env.kind, dtype=torch.bfloat16)
+        if args.precision == "bf16"
+        else contextlib.nullcontext()
+    )
 
     # --- data (fail fast: training never builds data), output dir, what to resume
     train_shards = list_shards(args.dataset_path, "train")
@@ -864,13 +1031,27 @@ def main(argv=None, index: int = 0) -> int:
             print(f"resumed from {resume_from} at step {step}")
     train_model = torch.compile(model) if args.compile else model
     if env.ddp:  # [ddp]
-        train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=[env.device.index] if env.kind == "cuda" else None)
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[env.device.index] if env.kind == "cuda" else None
+        )
 
     # --- this rank's micro-batches
-    fixed_shape = args.mlm_gather == "positions" or (args.mlm_gather == "auto" and env.kind == "xla")  # [xla] static shapes
-    stream = TrainStream(train_shards, args.per_device_train_batch_size, env.rank, env.world, args.seed, cache_dir, position,
-                         fixed_shape, args.max_seq_length, max_visits=args.max_train_shards,
-                         accumulation=args.gradient_accumulation_steps)
+    fixed_shape = args.mlm_gather == "positions" or (
+        args.mlm_gather == "auto" and env.kind == "xla"
+    )  # [xla] static shapes
+    stream = TrainStream(
+        train_shards,
+        args.per_device_train_batch_size,
+        env.rank,
+        env.world,
+        args.seed,
+        cache_dir,
+        position,
+        fixed_shape,
+        args.max_seq_length,
+        max_visits=args.max_train_shards,
+        accumulation=args.gradient_accumulation_steps,
+    )
     batches = iter(stream)
     if env.kind == "xla":  # [xla] host->device copies in the background, fixed shapes
         import torch_xla
@@ -889,8 +1070,13 @@ def main(argv=None, index: int = 0) -> int:
     def checkpoint(at_step: int) -> Path:
         if env.kind == "xla":  # [xla] run the pending graph once, so each .cpu() below is a plain copy
             torch_xla.sync()
-        state = {"step": at_step, "tokens_seen": tokens_seen, "data_position": list(stream.position()),
-                 "world_size": env.world, "args": vars(args)}
+        state = {
+            "step": at_step,
+            "tokens_seen": tokens_seen,
+            "data_position": list(stream.position()),
+            "world_size": env.world,
+            "args": vars(args),
+        }
         return save_checkpoint(out, at_step, model, optimizer, state, env.rank, env.world, args.save_total_limit)
 
     poison = int(os.environ.get("BIGS_FAULT_NAN_AT_STEP", -1))  # fault injection for tests
@@ -936,32 +1122,60 @@ def main(argv=None, index: int = 0) -> int:
             (loss_val,) = all_reduce_sum([loss_acc.item()], env)  # [ddp] each rank holds its share
             if not math.isfinite(loss_val):
                 last_good = complete_checkpoints(out)
-                print(f"error: non-finite loss ({loss_val}) at step {step}; last good checkpoint: "
-                      f"{last_good[-1] if last_good else 'none'}", file=sys.stderr)
+                print(
+                    f"error: non-finite loss ({loss_val}) at step {step}; last good checkpoint: "
+                    f"{last_good[-1] if last_good else 'none'}",
+                    file=sys.stderr,
+                )
                 return EXIT_NONFINITE
             loss_sum, loss_n = loss_sum + loss_val, loss_n + 1
         if bar is not None:
             bar.update(1)
         if log_now:
             n_steps = step % args.logging_steps or args.logging_steps
-            rec = train_record(step, tokens_seen, n_steps, time.time() - t_log, time.time() - t_start, loss_sum / max(loss_n, 1),
-                               lr, float(grad_norm), args, tokens_per_step, fpt, peak, env)
+            rec = train_record(
+                step,
+                tokens_seen,
+                n_steps,
+                time.time() - t_log,
+                time.time() - t_start,
+                loss_sum / max(loss_n, 1),
+                lr,
+                float(grad_norm),
+                args,
+                tokens_per_step,
+                fpt,
+                peak,
+                env,
+            )
             log(rec)
             show_progress(bar, rec, first=not eta_told)
             t_log, loss_sum, loss_n, eta_told = time.time(), 0.0, 0, True
         if test_shards and (step % args.eval_steps == 0 or step == args.num_total_train_steps):
             res = evaluate_test(model, test_shards, args, env, fixed_shape, cache_dir)
-            log({"kind": "eval", "step": step, "tokens_seen": tokens_seen, "wall_time": round(time.time() - t_start, 3), **res})
+            log(
+                {
+                    "kind": "eval",
+                    "step": step,
+                    "tokens_seen": tokens_seen,
+                    "wall_time": round(time.time() - t_start, 3),
+                    **res,
+                }
+            )
             if master:
-                print(f"\nstep {step}: eval loss {res['eval_loss']:.4f} acc {res['eval_accuracy']:.4f} ppl {res['eval_perplexity']:.2f}")
+                print(
+                    f"\nstep {step}: eval loss {res['eval_loss']:.4f} acc {res['eval_accuracy']:.4f} ppl {res['eval_perplexity']:.2f}"
+                )
             t_log = time.time()
         (stopping,) = all_reduce_sum([float(stop["signal"] is not None)], env)  # [ddp] stop together
         if step % args.save_steps == 0 or stopping:
             path = checkpoint(step)
             if stopping:
                 if master:
-                    print(f"stopped by {stop['signal'] or 'a peer rank'} at step {step}; checkpoint {path}; "
-                          f"exit {EXIT_PREEMPTED} (requeue to resume)")
+                    print(
+                        f"stopped by {stop['signal'] or 'a peer rank'} at step {step}; checkpoint {path}; "
+                        f"exit {EXIT_PREEMPTED} (requeue to resume)"
+                    )
                 return EXIT_PREEMPTED
     if bar is not None:
         bar.close()
@@ -986,8 +1200,9 @@ def save_tokenizer(directory: Path) -> None:
 
     vocab = files("bigs.data") / "vocab" / "bert-large-uncased-vocab.txt"
     shutil.copyfile(str(vocab), directory / "vocab.txt")
-    (directory / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 512}, indent=1))
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 512}, indent=1)
+    )
 
 
 def _xla_entry(index, argv):  # [xla] one process per TPU core

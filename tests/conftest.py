@@ -33,8 +33,16 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
 WIKI_SAMPLE = REPO / "data" / "enwiki-sample-106-articles.xml.bz2"
-SAMPLES_SETTINGS = {"num_train_shards": 4, "num_test_shards": 2, "frac_test": 0.1, "shard_seed": 1,
-                    "dup_factor": 2, "seed": 42, "max_seq_length": 128, "max_predictions_per_seq": 20}
+SAMPLES_SETTINGS = {
+    "num_train_shards": 4,
+    "num_test_shards": 2,
+    "frac_test": 0.1,
+    "shard_seed": 1,
+    "dup_factor": 2,
+    "seed": 42,
+    "max_seq_length": 128,
+    "max_predictions_per_seq": 20,
+}
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -74,8 +82,12 @@ def _start_emulator(tmp_path) -> EmulatorURL:
         pytest.skip("gcp-storage-emulator not installed (pip install gcp-storage-emulator)")
     port = free_port()
     log = open(tmp_path / f"gcs-emulator-{port}.log", "w")
-    proc = subprocess.Popen([exe, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [exe, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
     url = EmulatorURL(f"http://127.0.0.1:{port}")
     url.proc, url.port = proc, port
     deadline = time.time() + 30
@@ -129,8 +141,15 @@ def wiki_text_shards_dir(wiki_corpus_dir, tmp_path_factory) -> Path:
 
     s = SAMPLES_SETTINGS
     out = tmp_path_factory.mktemp("wiki-shards") / "shards"
-    shard(wiki_corpus_dir, out, s["num_train_shards"], s["num_test_shards"], s["frac_test"], s["shard_seed"],
-          n_processes=2)
+    shard(
+        wiki_corpus_dir,
+        out,
+        s["num_train_shards"],
+        s["num_test_shards"],
+        s["frac_test"],
+        s["shard_seed"],
+        n_processes=2,
+    )
     return out
 
 
@@ -140,8 +159,15 @@ def wiki_samples_dir(wiki_text_shards_dir, tmp_path_factory) -> Path:
 
     s = SAMPLES_SETTINGS
     out = tmp_path_factory.mktemp("wiki-samples") / "samples"
-    generate(wiki_text_shards_dir, out, dup_factor=s["dup_factor"], seed=s["seed"], max_seq_length=s["max_seq_length"],
-             max_predictions_per_seq=s["max_predictions_per_seq"], n_processes=2)
+    generate(
+        wiki_text_shards_dir,
+        out,
+        dup_factor=s["dup_factor"],
+        seed=s["seed"],
+        max_seq_length=s["max_seq_length"],
+        max_predictions_per_seq=s["max_predictions_per_seq"],
+        n_processes=2,
+    )
     return out
 
 
@@ -162,15 +188,36 @@ def make_shard(path, n, L=32, P=5, seed=0):
         p = np.sort(r.choice(np.arange(1, ln - 1), size=3, replace=False))
         pos[i, :3], mids[i, :3] = p, ids[i, p]
         ids[i, p] = 103
-    write_shard(path, input_ids=ids, input_mask=mask, segment_ids=np.zeros_like(mask),
-                masked_lm_positions=pos, masked_lm_ids=mids)
+    write_shard(
+        path,
+        input_ids=ids,
+        input_mask=mask,
+        segment_ids=np.zeros_like(mask),
+        masked_lm_positions=pos,
+        masked_lm_ids=mids,
+    )
 
 
 def tiny_args(data, out, steps=30, **over) -> list[str]:
-    flags = dict(output_dir=out, dataset_path=data, max_seq_length=32, max_predictions_per_seq=5,
-                 per_device_train_batch_size=8, per_device_eval_batch_size=8, n_layers=2, hidden_size=32,
-                 intermediate_size=48, num_total_train_steps=steps, warmup_steps=5, logging_steps=1,
-                 save_steps=10, eval_steps=15, learning_rate=3e-3, hidden_dropout_prob=0.1, seed=7)
+    flags = dict(
+        output_dir=out,
+        dataset_path=data,
+        max_seq_length=32,
+        max_predictions_per_seq=5,
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=8,
+        n_layers=2,
+        hidden_size=32,
+        intermediate_size=48,
+        num_total_train_steps=steps,
+        warmup_steps=5,
+        logging_steps=1,
+        save_steps=10,
+        eval_steps=15,
+        learning_rate=3e-3,
+        hidden_dropout_prob=0.1,
+        seed=7,
+    )
     flags.update(over)
     return [f"--{k}={v}" for k, v in flags.items()]
 
@@ -184,7 +231,11 @@ def run_cli(args, env=None, check=True, launcher=()):
 
 
 def metrics(out, kind="train"):
-    return [json.loads(ln) for ln in (Path(out) / "metrics.jsonl").read_text().splitlines() if json.loads(ln)["kind"] == kind]
+    return [
+        json.loads(ln)
+        for ln in (Path(out) / "metrics.jsonl").read_text().splitlines()
+        if json.loads(ln)["kind"] == kind
+    ]
 
 
 def weights_hash(directory) -> str:

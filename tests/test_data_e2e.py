@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import WIKI_SAMPLE
 
 from bigs.data.inspect import inspect
 from bigs.errors import BigsError
-from conftest import WIKI_SAMPLE
 
 
 def cli(module, *args):
@@ -23,11 +23,46 @@ def cli(module, *args):
 def test_wiki_sample_process_shard_samples_inspect(tmp_path):
     cli("bigs.data.process", "-f", WIKI_SAMPLE, "-o", tmp_path / "corpus", "--type", "wiki", "--n_processes", 2)
     assert (tmp_path / "corpus" / "wiki_one_article_per_line.txt").stat().st_size > 2_000_000
-    cli("bigs.data.shard", "--dir", tmp_path / "corpus", "-o", tmp_path / "shards", "--num_train_shards", 3,
-        "--num_test_shards", 1, "--frac_test", 0.1, "--seed", 3, "--n_processes", 2)
-    cli("bigs.data.samples", "--dir", tmp_path / "shards", "-o", tmp_path / "samples", "--dup_factor", 2, "--seed", 42,
-        "--do_lower_case", 1, "--masked_lm_prob", 0.15, "--max_seq_length", 128, "--model_name", "bert-large-uncased",
-        "--max_predictions_per_seq", 20, "--n_processes", 2)
+    cli(
+        "bigs.data.shard",
+        "--dir",
+        tmp_path / "corpus",
+        "-o",
+        tmp_path / "shards",
+        "--num_train_shards",
+        3,
+        "--num_test_shards",
+        1,
+        "--frac_test",
+        0.1,
+        "--seed",
+        3,
+        "--n_processes",
+        2,
+    )
+    cli(
+        "bigs.data.samples",
+        "--dir",
+        tmp_path / "shards",
+        "-o",
+        tmp_path / "samples",
+        "--dup_factor",
+        2,
+        "--seed",
+        42,
+        "--do_lower_case",
+        1,
+        "--masked_lm_prob",
+        0.15,
+        "--max_seq_length",
+        128,
+        "--model_name",
+        "bert-large-uncased",
+        "--max_predictions_per_seq",
+        20,
+        "--n_processes",
+        2,
+    )
     names = sorted(p.name for p in (tmp_path / "samples").glob("*.hdf5"))
     assert names == sorted([f"train_shard_{k}.hdf5" for k in range(6)] + ["test_shard_0.hdf5", "test_shard_1.hdf5"])
     r = cli("bigs.data.inspect", tmp_path / "samples", "-o", tmp_path / "stats.json")
@@ -48,8 +83,11 @@ def test_inspect_rejects_bad_shard_and_names_it(wiki_samples_dir, tmp_path):
     bad = tmp_path / "train_shard_0.hdf5"
     data = (wiki_samples_dir / "train_shard_0.hdf5").read_bytes()
     bad.write_bytes(data[:1000])
-    r = subprocess.run([sys.executable, "-m", "bigs.data.inspect", str(bad), "-o", str(tmp_path / "s.json")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "bigs.data.inspect", str(bad), "-o", str(tmp_path / "s.json")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and f"{bad}: file: unreadable hdf5" in r.stderr
     assert not (tmp_path / "s.json").exists()
     with pytest.raises(BigsError, match="ids|out of range"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
-import torch
 import pytest
+import torch
 
 from bigs.data.format import FIELDS, list_shards, mlm_labels, read_shard, validate_shard, write_shard
 from bigs.errors import BigsError
@@ -26,8 +26,13 @@ def tiny_arrays(seed=0) -> dict:
         chosen = np.sort(rng.choice(np.arange(1, ln - 1), k, replace=False))
         pos[i, :k] = chosen
         mids[i, :k] = rng.integers(1, V, k)
-    return {"input_ids": ids, "input_mask": mask, "segment_ids": np.zeros((N, L), np.int8),
-            "masked_lm_positions": pos, "masked_lm_ids": mids}
+    return {
+        "input_ids": ids,
+        "input_mask": mask,
+        "segment_ids": np.zeros((N, L), np.int8),
+        "masked_lm_positions": pos,
+        "masked_lm_ids": mids,
+    }
 
 
 def original_loader_labels(input_ids, masked_lm_positions, masked_lm_ids):
@@ -66,8 +71,9 @@ def test_labels_equal_original_loader(tmp_path):
         orig = original_loader_labels(a["input_ids"][i], a["masked_lm_positions"][i], a["masked_lm_ids"][i])
         assert set(np.nonzero(orig > 0)[0]) == set(np.nonzero(ours[i] != -100)[0])
         np.testing.assert_array_equal(np.where(orig > 0, orig, -100), ours[i])
-        np.testing.assert_array_equal(mlm_labels(a["input_ids"][i], a["masked_lm_positions"][i],
-                                                 a["masked_lm_ids"][i]), ours[i])
+        np.testing.assert_array_equal(
+            mlm_labels(a["input_ids"][i], a["masked_lm_positions"][i], a["masked_lm_ids"][i]), ours[i]
+        )
     assert (ours != -100).sum() == (a["masked_lm_positions"] != 0).sum()
 
 
@@ -79,14 +85,22 @@ def test_shard_dataset_items(tmp_path):
     ds = ShardDataset(path, vocab_size=V)
     assert len(ds) == N
     item = ds[5]
-    assert set(item) == {"input_ids", "attention_mask", "token_type_ids", "labels", "masked_lm_positions", "masked_lm_ids"}
+    assert set(item) == {
+        "input_ids",
+        "attention_mask",
+        "token_type_ids",
+        "labels",
+        "masked_lm_positions",
+        "masked_lm_ids",
+    }
     for k in ("input_ids", "attention_mask", "token_type_ids", "labels"):
         assert item[k].shape == (L,) and str(item[k].dtype) == "torch.int64"
     assert item["masked_lm_positions"].shape == (P,)
     np.testing.assert_array_equal(item["input_ids"].numpy(), a["input_ids"][5])
     np.testing.assert_array_equal(item["attention_mask"].numpy(), a["input_mask"][5])
-    np.testing.assert_array_equal(item["labels"].numpy(),
-                                  mlm_labels(a["input_ids"][5], a["masked_lm_positions"][5], a["masked_lm_ids"][5]))
+    np.testing.assert_array_equal(
+        item["labels"].numpy(), mlm_labels(a["input_ids"][5], a["masked_lm_positions"][5], a["masked_lm_ids"][5])
+    )
 
 
 def test_batch_tensors_full_and_fixed_shape_label_the_same_tokens():
@@ -99,8 +113,9 @@ def test_batch_tensors_full_and_fixed_shape_label_the_same_tokens():
     full, fixed = batch_tensors(a, idx), batch_tensors(a, idx, fixed_shape=True)
     assert set(full) == {"input_ids", "attention_mask", "token_type_ids", "labels"}
     assert full["labels"].shape == (3, L) and fixed["labels"].shape == fixed["masked_positions"].shape == (3, P)
-    np.testing.assert_array_equal(full["labels"].numpy(), mlm_labels(a["input_ids"][idx], a["masked_lm_positions"][idx],
-                                                                     a["masked_lm_ids"][idx]))
+    np.testing.assert_array_equal(
+        full["labels"].numpy(), mlm_labels(a["input_ids"][idx], a["masked_lm_positions"][idx], a["masked_lm_ids"][idx])
+    )
     pos = a["masked_lm_positions"][idx]
     np.testing.assert_array_equal(fixed["labels"].numpy(), np.where(pos != 0, a["masked_lm_ids"][idx], -100))
     for k in ("input_ids", "attention_mask", "token_type_ids"):
@@ -113,7 +128,10 @@ def test_list_shards_natural_order_and_errors(tmp_path):
         write_shard(tmp_path / f"train_shard_{k}.hdf5", **a)
     (tmp_path / "notes.txt").write_text("x")
     assert [p.rsplit("/", 1)[-1] for p in list_shards(tmp_path, "train")] == [
-        "train_shard_1.hdf5", "train_shard_2.hdf5", "train_shard_10.hdf5"]
+        "train_shard_1.hdf5",
+        "train_shard_2.hdf5",
+        "train_shard_10.hdf5",
+    ]
     with pytest.raises(BigsError, match=r"no test shards.*bigs\.data\.samples"):
         list_shards(tmp_path, "test")
     with pytest.raises(BigsError, match="no such directory"):
@@ -136,18 +154,21 @@ def _bad(tmp_path, name, mutate=None, drop=None):
     return path
 
 
-@pytest.mark.parametrize("case, field, message", [
-    ("missing", "masked_lm_ids", "missing dataset"),
-    ("dtype", "input_ids", "dtype int64"),
-    ("shape", "input_mask", "shape"),
-    ("vocab", "input_ids", "out of range"),
-    ("pos_range", "masked_lm_positions", "out of range"),
-    ("pos_order", "masked_lm_positions", "not strictly ascending"),
-    ("pos_on_pad", "masked_lm_positions", "padding"),
-    ("zero_id", "masked_lm_ids", "id 0"),
-    ("empty", "input_ids", "empty shard"),
-    ("mask_hole", "input_mask", "a 1 follows a 0"),
-])
+@pytest.mark.parametrize(
+    "case, field, message",
+    [
+        ("missing", "masked_lm_ids", "missing dataset"),
+        ("dtype", "input_ids", "dtype int64"),
+        ("shape", "input_mask", "shape"),
+        ("vocab", "input_ids", "out of range"),
+        ("pos_range", "masked_lm_positions", "out of range"),
+        ("pos_order", "masked_lm_positions", "not strictly ascending"),
+        ("pos_on_pad", "masked_lm_positions", "padding"),
+        ("zero_id", "masked_lm_ids", "id 0"),
+        ("empty", "input_ids", "empty shard"),
+        ("mask_hole", "input_mask", "a 1 follows a 0"),
+    ],
+)
 def test_validate_rejects_bad_shards(tmp_path, case, field, message):
     def m(a):
         if case == "dtype":
@@ -171,6 +192,7 @@ def test_validate_rejects_bad_shards(tmp_path, case, field, message):
                 a[k] = a[k][:0]
         elif case == "mask_hole":
             a["input_mask"][1, :] = [1, 0, 1, 0, 0, 0, 0]
+
     path = _bad(tmp_path, "train_shard_0.hdf5", m, drop="masked_lm_ids" if case == "missing" else None)
     with pytest.raises(BigsError) as e:
         validate_shard(path, vocab_size=V)

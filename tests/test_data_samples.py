@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SAMPLES_SETTINGS as S
 
 from bigs.data import samples
 from bigs.data.format import FIELDS, read_attrs, read_shard, validate_shard
 from bigs.errors import BigsError
-from conftest import SAMPLES_SETTINGS as S
 
 CLS, SEP, MASK, PAD = 101, 102, 103, 0
 
@@ -153,15 +153,41 @@ def test_per_shard_cli_equals_in_process_form(wiki_text_shards_dir, wiki_samples
     assert r.returncode == 0, r.stderr
     k = samples.output_index(1, 1, 4)
     out = tmp_path / f"train_shard_{k}.hdf5"
-    r = run("mask", "--tokens", str(tok), "--copy", "1", "--num_shards", "4", "--output", str(out),
-            "--seed", str(S["seed"]), "--max_seq_length", "128", "--max_predictions_per_seq", "20")
+    r = run(
+        "mask",
+        "--tokens",
+        str(tok),
+        "--copy",
+        "1",
+        "--num_shards",
+        "4",
+        "--output",
+        str(out),
+        "--seed",
+        str(S["seed"]),
+        "--max_seq_length",
+        "128",
+        "--max_predictions_per_seq",
+        "20",
+    )
     assert r.returncode == 0, r.stderr
     a, b = read_shard(out), read_shard(wiki_samples_dir / f"train_shard_{k}.hdf5")
     for name in FIELDS:
         np.testing.assert_array_equal(a[name], b[name])
     # a wrong k in the output name is refused, naming the flag
-    r = run("mask", "--tokens", str(tok), "--copy", "0", "--num_shards", "4", "--output",
-            str(tmp_path / "train_shard_7.hdf5"), "--max_seq_length", "128")
+    r = run(
+        "mask",
+        "--tokens",
+        str(tok),
+        "--copy",
+        "0",
+        "--num_shards",
+        "4",
+        "--output",
+        str(tmp_path / "train_shard_7.hdf5"),
+        "--max_seq_length",
+        "128",
+    )
     assert r.returncode == 2 and "--output" in r.stderr and "train_shard_1.hdf5" in r.stderr
     assert not (tmp_path / "train_shard_7.hdf5").exists()
 
@@ -198,16 +224,34 @@ def test_whole_word_mask(wiki_text_shards_dir, tmp_path):
     assert checked > 50
 
 
-@pytest.mark.parametrize("flags, flag", [
-    (["--max_predictions_per_seq", "128"], "--max_predictions_per_seq"),
-    (["--masked_lm_prob", "0"], "--masked_lm_prob"),
-    (["--masked_lm_prob", "1.5"], "--masked_lm_prob"),
-    (["--dup_factor", "0"], "--dup_factor"),
-])
+@pytest.mark.parametrize(
+    "flags, flag",
+    [
+        (["--max_predictions_per_seq", "128"], "--max_predictions_per_seq"),
+        (["--masked_lm_prob", "0"], "--masked_lm_prob"),
+        (["--masked_lm_prob", "1.5"], "--masked_lm_prob"),
+        (["--dup_factor", "0"], "--dup_factor"),
+    ],
+)
 def test_bad_flags(wiki_text_shards_dir, tmp_path, flags, flag):
-    r = subprocess.run([sys.executable, "-m", "bigs.data.samples", "--dir", str(wiki_text_shards_dir), "-o",
-                        str(tmp_path / "out"), "--max_seq_length", "128", "--model_name", "bert-large-uncased", *flags],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bigs.data.samples",
+            "--dir",
+            str(wiki_text_shards_dir),
+            "-o",
+            str(tmp_path / "out"),
+            "--max_seq_length",
+            "128",
+            "--model_name",
+            "bert-large-uncased",
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and flag in r.stderr and str(wiki_text_shards_dir) in r.stderr
     assert not (tmp_path / "out").exists()
 
@@ -236,8 +280,14 @@ def test_empty_dir_and_empty_shard(tmp_path):
 
 def test_refuses_output_with_other_settings(wiki_text_shards_dir, wiki_samples_dir):
     with pytest.raises(BigsError, match=r"-o: holds shards made with different settings \(max_seq_length\)"):
-        samples.generate(wiki_text_shards_dir, wiki_samples_dir, dup_factor=2, seed=42, max_seq_length=512,
-                         max_predictions_per_seq=20)
+        samples.generate(
+            wiki_text_shards_dir,
+            wiki_samples_dir,
+            dup_factor=2,
+            seed=42,
+            max_seq_length=512,
+            max_predictions_per_seq=20,
+        )
 
 
 def test_kill_9_mid_write_leaves_nothing_then_rerun_regenerates(wiki_text_shards_dir, tmp_path):
@@ -251,8 +301,22 @@ def test_kill_9_mid_write_leaves_nothing_then_rerun_regenerates(wiki_text_shards
     do = np.concatenate([t.doc_offsets[:-1] + r * ns for r in range(reps)] + [[reps * ns]])
     tok = samples.save_tokens(samples.Tokens(ids, so, do, t.meta), tmp_path / "training0.npz")
     out = tmp_path / "out" / "train_shard_0.hdf5"
-    cmd = [sys.executable, "-m", "bigs.data.samples", "mask", "--tokens", str(tok), "--copy", "0", "--num_shards", "1",
-           "--output", str(out), "--max_seq_length", "128"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bigs.data.samples",
+        "mask",
+        "--tokens",
+        str(tok),
+        "--copy",
+        "0",
+        "--num_shards",
+        "1",
+        "--output",
+        str(out),
+        "--max_seq_length",
+        "128",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline, killed = time.time() + 60, False
     while time.time() < deadline and proc.poll() is None:

@@ -1,4 +1,4 @@
-"""bigs.data.process at corpus size (issue 13 §4): files are streamed in bounded chunks, so memory
+"""bigs.data.process at corpus size: files are streamed in bounded chunks, so memory
 does not grow with a file's size, and the output is the same for any chunking and process count.
 The figures themselves come from benchmarks/bench_scale.py (not a test)."""
 
@@ -38,9 +38,11 @@ def test_memory_does_not_grow_with_the_file(tmp_path):
         for _ in range(40 * 2**20 // len(para)):
             f.write(para)
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forked (big) pytest process
-    code = ("from bigs.data.process import process; "
-            f"process({str(src)!r}, {str(tmp_path / 'out')!r}, 'text', 1); "
-            "print([ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0])")
+    code = (
+        "from bigs.data.process import process; "
+        f"process({str(src)!r}, {str(tmp_path / 'out')!r}, 'text', 1); "
+        "print([ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0])"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     peak_mb = int(r.stdout.split()[-1]) / 1024

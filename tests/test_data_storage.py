@@ -83,14 +83,20 @@ def test_gcs_fetch_list_and_stream(gcs_bucket, shard_files, tmp_path):
     assert not p.exists()
     # CLI fetch, then a rerun skips everything (resumable)
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "bigs.data.fetch", "--source", "gs://corpus/hdf5/wiki", "--output", str(out)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "bigs.data.fetch", "--source", "gs://corpus/hdf5/wiki", "--output", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert "3 to fetch" in r.stderr
     for n in ("train_shard_0.hdf5", "train_shard_1.hdf5", "test_shard_0.hdf5"):
         assert (out / n).read_bytes() == (shard_files / n).read_bytes()
-    r = subprocess.run([sys.executable, "-m", "bigs.data.fetch", "--source", "gs://corpus/hdf5/wiki", "--output", str(out)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "bigs.data.fetch", "--source", "gs://corpus/hdf5/wiki", "--output", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0 and "0 to fetch" in r.stderr
     # a locally damaged file is detected by md5 and fetched again
     (out / "train_shard_1.hdf5").write_bytes(b"garbage")
@@ -185,7 +191,11 @@ def test_http_server_down_bounded_retries(tmp_path, fast_retries):
 def test_local_source_and_invalid_shard_rejected(shard_files, tmp_path):
     out = tmp_path / "out"
     fetch(str(shard_files), out)
-    assert sorted(p.name for p in out.glob("*.hdf5")) == ["test_shard_0.hdf5", "train_shard_0.hdf5", "train_shard_1.hdf5"]
+    assert sorted(p.name for p in out.glob("*.hdf5")) == [
+        "test_shard_0.hdf5",
+        "train_shard_0.hdf5",
+        "train_shard_1.hdf5",
+    ]
     bad_src = tmp_path / "bad"
     bad_src.mkdir()
     data = (shard_files / "train_shard_0.hdf5").read_bytes()
@@ -204,8 +214,7 @@ def test_gdrive_listing_limit_is_a_clear_error(monkeypatch, tmp_path):
         def __init__(self, i, path):
             self.id, self.path = f"id{i}", path
 
-    monkeypatch.setattr(gdown, "download_folder",
-                        lambda **kw: [E(i, f"hdf5/train_shard_{i}.hdf5") for i in range(50)])
+    monkeypatch.setattr(gdown, "download_folder", lambda **kw: [E(i, f"hdf5/train_shard_{i}.hdf5") for i in range(50)])
     with pytest.raises(BigsError) as e:
         fetch("https://drive.google.com/drive/folders/abc", tmp_path / "out")
     assert "--source: Google Drive lists only 50 files per folder" in str(e.value) and "gs://" in str(e.value)

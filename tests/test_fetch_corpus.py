@@ -1,4 +1,4 @@
-"""bigs.data.fetch on a whole folder of hundreds of shards (issue 13 §3): a manifest, parallel
+"""bigs.data.fetch on a whole folder of hundreds of shards: a manifest, parallel
 downloads, bounded retries, injected failures (dropped connections, a short body, wrong bytes),
 nothing half-written, resume after kill -9, the Drive API manifest builder, and the workflow rule.
 
@@ -148,8 +148,19 @@ def test_kill9_mid_fetch_then_rerun_resumes(server, tmp_path):
     make_manifest(server.url, manifest)
     server.delay = 0.05  # ≈ 3 s for the whole folder at 4 jobs
     out, stage = tmp_path / "out", tmp_path / "stage"
-    cmd = [sys.executable, "-m", "bigs.data.fetch", "--manifest", str(manifest), "--output", str(out),
-           "--stage", str(stage), "--jobs", "4"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bigs.data.fetch",
+        "--manifest",
+        str(manifest),
+        "--output",
+        str(out),
+        "--stage",
+        str(stage),
+        "--jobs",
+        "4",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     state = stage / ".bigs-fetch.json"
     deadline = time.time() + 60
@@ -170,11 +181,22 @@ def test_kill9_mid_fetch_then_rerun_resumes(server, tmp_path):
 
 def test_drive_api_manifest_pages_and_subfolders(tmp_path, monkeypatch):
     """--make-manifest of a Drive folder of thousands: files.list, 1000 a page, sub-folders."""
-    pages = {("root", ""): {"files": [{"id": f"f{i}", "name": f"train_shard_{i}.hdf5", "size": "10", "md5Checksum": "a" * 32}
-                                      for i in range(1000)], "nextPageToken": "p2"},
-             ("root", "p2"): {"files": [{"id": "sub", "name": "test", "mimeType": "application/vnd.google-apps.folder"},
-                                        {"id": "n", "name": "notes.txt", "size": "3"}]},
-             ("sub", ""): {"files": [{"id": "t0", "name": "test_shard_0.hdf5", "size": "7", "md5Checksum": "b" * 32}]}}
+    pages = {
+        ("root", ""): {
+            "files": [
+                {"id": f"f{i}", "name": f"train_shard_{i}.hdf5", "size": "10", "md5Checksum": "a" * 32}
+                for i in range(1000)
+            ],
+            "nextPageToken": "p2",
+        },
+        ("root", "p2"): {
+            "files": [
+                {"id": "sub", "name": "test", "mimeType": "application/vnd.google-apps.folder"},
+                {"id": "n", "name": "notes.txt", "size": "3"},
+            ]
+        },
+        ("sub", ""): {"files": [{"id": "t0", "name": "test_shard_0.hdf5", "size": "7", "md5Checksum": "b" * 32}]},
+    }
     seen = []
 
     class API(http.server.BaseHTTPRequestHandler):
@@ -219,7 +241,9 @@ def test_workflow_corpus_target_uses_the_manifest(tmp_path):
 
     wf = copy_workflow(tmp_path / "wf")
     (wf / "corpus.tsv").write_text("name\tsource\tsize\tmd5\n")
-    write_yaml(wf / "m.yaml", {"corpus": {"name": "authors", "source": "prebuilt", "prebuilt": {"manifest": "corpus.tsv"}}})
+    write_yaml(
+        wf / "m.yaml", {"corpus": {"name": "authors", "source": "prebuilt", "prebuilt": {"manifest": "corpus.tsv"}}}
+    )
     out = smk(wf, "-n", "-p", "corpus", "--configfile", "m.yaml").stdout
     (cmd,) = shell_commands(out, "bigs.data.fetch")
     assert cmd[cmd.index("--manifest") + 1] == "corpus.tsv" and "--source" not in cmd

@@ -29,13 +29,17 @@ HEADERS = {  # train/dev header, test header (CoLA train/dev: none)
     "cola": (None, "index\tsentence"),
     "sst2": ("sentence\tlabel", "index\tsentence"),
     "mrpc": ("\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String", "index\t#1 ID\t#2 ID\t#1 String\t#2 String"),
-    "stsb": ("index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore",
-             "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2"),
+    "stsb": (
+        "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore",
+        "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2",
+    ),
     "qqp": ("id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate", "id\tquestion1\tquestion2"),
-    "mnli": ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
-             "sentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label",
-             "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
-             "sentence2_parse\tsentence1\tsentence2"),
+    "mnli": (
+        "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
+        "sentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label",
+        "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
+        "sentence2_parse\tsentence1\tsentence2",
+    ),
     "qnli": ("index\tquestion\tsentence\tlabel", "index\tquestion\tsentence"),
     "rte": ("index\tsentence1\tsentence2\tlabel", "index\tsentence1\tsentence2"),
     "wnli": ("index\tsentence1\tsentence2\tlabel", "index\tsentence1\tsentence2"),
@@ -128,8 +132,9 @@ def tiny_bigs(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("tiny-bigs") / "final"
     d.mkdir()
     torch.manual_seed(0)
-    model = BiGSForMaskedLM(BiGSConfig(hidden_size=20, num_hidden_layers=1, intermediate_size=37, num_ssm=5,
-                                       max_position_embeddings=24))
+    model = BiGSForMaskedLM(
+        BiGSConfig(hidden_size=20, num_hidden_layers=1, intermediate_size=37, num_ssm=5, max_position_embeddings=24)
+    )
     save_model(model, d)
     save_tokenizer(d)
     return d
@@ -140,19 +145,50 @@ def glue_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("glue")
     write_task(root, "sst2", separable(61, 1), separable(19, 2), separable(7, 3))
     write_task(root, "stsb", counting(67, 4), counting(23, 5))
-    write_task(root, "mnli", separable(53, 6, ("entailment", "neutral", "contradiction"), ("yes", "maybe", "no")),
-               separable(17, 7, ("entailment", "neutral", "contradiction"), ("yes", "maybe", "no")))
-    write_task(root, "rte", separable(41, 8, ("entailment", "not_entailment"), ("yes", "no")),
-               separable(13, 9, ("entailment", "not_entailment"), ("yes", "no")))
+    write_task(
+        root,
+        "mnli",
+        separable(53, 6, ("entailment", "neutral", "contradiction"), ("yes", "maybe", "no")),
+        separable(17, 7, ("entailment", "neutral", "contradiction"), ("yes", "maybe", "no")),
+    )
+    write_task(
+        root,
+        "rte",
+        separable(41, 8, ("entailment", "not_entailment"), ("yes", "no")),
+        separable(13, 9, ("entailment", "not_entailment"), ("yes", "no")),
+    )
     return root
 
 
 def ft_args(model, task_name, data_dir, out, *extra):
     """bigs.finetune flags for the tiny model: L 12, batch 8, lr 1e-2, 4 epochs, no checkpoints."""
-    return ["--model_name_or_path", str(model), "--task_name", task_name, "--data_dir", str(data_dir),
-            "--output_dir", str(out), "--do_train", "--do_eval", "--max_seq_length", "12",
-            "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "13", "--learning_rate", "1e-2",
-            "--num_train_epochs", "4", "--logging_steps", "5", "--save_strategy", "no", *extra]
+    return [
+        "--model_name_or_path",
+        str(model),
+        "--task_name",
+        task_name,
+        "--data_dir",
+        str(data_dir),
+        "--output_dir",
+        str(out),
+        "--do_train",
+        "--do_eval",
+        "--max_seq_length",
+        "12",
+        "--per_device_train_batch_size",
+        "8",
+        "--per_device_eval_batch_size",
+        "13",
+        "--learning_rate",
+        "1e-2",
+        "--num_train_epochs",
+        "4",
+        "--logging_steps",
+        "5",
+        "--save_strategy",
+        "no",
+        *extra,
+    ]
 
 
 def finetune(*argv) -> dict:
@@ -237,7 +273,9 @@ def test_correlations_by_hand():
 
 def test_task_score_for_the_average():
     assert task_score(task("mnli"), {"eval_accuracy": 0.8, "eval_accuracy_mm": 0.7}) == pytest.approx(75.0)
-    assert task_score(task("qqp"), {"eval_accuracy": 0.9, "eval_f1": 0.8, "eval_combined_score": 0.85}) == pytest.approx(85.0)
+    assert task_score(
+        task("qqp"), {"eval_accuracy": 0.9, "eval_f1": 0.8, "eval_combined_score": 0.85}
+    ) == pytest.approx(85.0)
     assert task_score(task("cola"), {"eval_matthews_correlation": 0.5}) == pytest.approx(50.0)
     assert task_score(task("mnli"), {"eval_accuracy": 0.8}) is None  # matched only: not the MNLI score
 
@@ -281,9 +319,21 @@ def test_seeded_runs_repeat_exactly_and_reload_predicts_the_same(tiny_bigs, glue
     assert a["eval_loss"] == b["eval_loss"]  # bit for bit
     assert a["eval_loss"] != c["eval_loss"]  # the seed matters (head init, data order, dropout)
     # save -> reload: evaluating the saved model alone gives the same loss
-    again = finetune("--model_name_or_path", str(tmp_path / "a"), "--task_name", "sst2", "--data_dir", str(glue_dir),
-                     "--output_dir", str(tmp_path / "a-eval"), "--do_eval", "--max_seq_length", "12",
-                     "--per_device_eval_batch_size", "13")
+    again = finetune(
+        "--model_name_or_path",
+        str(tmp_path / "a"),
+        "--task_name",
+        "sst2",
+        "--data_dir",
+        str(glue_dir),
+        "--output_dir",
+        str(tmp_path / "a-eval"),
+        "--do_eval",
+        "--max_seq_length",
+        "12",
+        "--per_device_eval_batch_size",
+        "13",
+    )
     assert again["eval_loss"] == pytest.approx(a["eval_loss"], rel=1e-6)
     assert again["eval_accuracy"] == a["eval_accuracy"]
 
@@ -312,8 +362,17 @@ def test_random_init_control_uses_the_config_not_the_weights(tiny_bigs, glue_dir
 
     from bigs.finetune import load_model, parse_args
 
-    base = ["--model_name_or_path", str(tiny_bigs), "--task_name", "sst2", "--output_dir", str(tmp_path), "--do_train",
-            "--max_seq_length", "12"]
+    base = [
+        "--model_name_or_path",
+        str(tiny_bigs),
+        "--task_name",
+        "sst2",
+        "--output_dir",
+        str(tmp_path),
+        "--do_train",
+        "--max_seq_length",
+        "12",
+    ]
     pre, _, _ = load_model(parse_args(base), task("sst2"))
     torch.manual_seed(123)  # not the fixture's seed 0: that would rebuild the (untrained) fixture itself
     rnd, _, _ = load_model(parse_args(base + ["--random_init"]), task("sst2"))
@@ -331,8 +390,9 @@ def test_bert_baseline_checkpoint(glue_dir, tmp_path):
     from bigs.pretrain import save_model, save_tokenizer
 
     torch.manual_seed(0)
-    cfg = BertConfig(hidden_size=20, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
-                     max_position_embeddings=24)
+    cfg = BertConfig(
+        hidden_size=20, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, max_position_embeddings=24
+    )
     for name, model in (("bert-final", BertForMaskedLMMaskedHead(cfg)), ("hf-bert", BertModel(cfg))):
         d = tmp_path / name
         save_model(model, d)
@@ -347,7 +407,10 @@ def test_mnli_start_protocol(tiny_bigs, glue_dir, tmp_path):
     mnli = finetune(*ft_args(tiny_bigs, "MNLI", glue_dir, tmp_path / "mnli", "--num_train_epochs", "1"))
     assert {"eval_accuracy", "eval_accuracy_mm", "eval_loss_mm", "eval_samples_mm"} <= set(mnli)
     rte = ft_args(tmp_path / "mnli", "rte", glue_dir, tmp_path / "rte", "--num_train_epochs", "1")
-    with pytest.raises(BigsError, match=r"mnli/model.safetensors: classifier\.bias: checkpoint has shape \(3,\) but RTE needs \(2,\).*--ignore_mismatched_sizes"):
+    with pytest.raises(
+        BigsError,
+        match=r"mnli/model.safetensors: classifier\.bias: checkpoint has shape \(3,\) but RTE needs \(2,\).*--ignore_mismatched_sizes",
+    ):
         finetune(*rte)
     assert not (tmp_path / "rte").exists()
     assert "eval_accuracy" in finetune(*rte, "--ignore_mismatched_sizes")
@@ -367,12 +430,21 @@ def _bad_dir(tmp_path, glue_dir, mutate):
 BAD = [
     ("missing task dir", lambda d: shutil.rmtree(d), r"SST-2: --data_dir: no SST-2 directory"),
     ("missing split", lambda d: (d / "dev.tsv").unlink(), r"dev.tsv: file: missing"),
-    ("wrong header", lambda d: (d / "train.tsv").write_text("text\tlabel\nfine\t1\n"),
-     r"train.tsv:1: header: no column 'sentence'"),
-    ("column count", lambda d: (d / "train.tsv").write_text("sentence\tlabel\na\t1\nb\t0\textra\n"),
-     r"train.tsv:3: columns: 3 tab-separated fields, expected 2"),
-    ("label outside the set", lambda d: (d / "dev.tsv").write_text("sentence\tlabel\na\t1\nb\t2\n"),
-     r"dev.tsv:3: label: '2' is not a SST-2 label; expected one of 0, 1"),
+    (
+        "wrong header",
+        lambda d: (d / "train.tsv").write_text("text\tlabel\nfine\t1\n"),
+        r"train.tsv:1: header: no column 'sentence'",
+    ),
+    (
+        "column count",
+        lambda d: (d / "train.tsv").write_text("sentence\tlabel\na\t1\nb\t0\textra\n"),
+        r"train.tsv:3: columns: 3 tab-separated fields, expected 2",
+    ),
+    (
+        "label outside the set",
+        lambda d: (d / "dev.tsv").write_text("sentence\tlabel\na\t1\nb\t2\n"),
+        r"dev.tsv:3: label: '2' is not a SST-2 label; expected one of 0, 1",
+    ),
     ("empty train", lambda d: (d / "train.tsv").write_text("sentence\tlabel\n"), r"train.tsv: rows: no examples"),
 ]
 
@@ -390,8 +462,11 @@ def test_bad_task_and_lengths(tiny_bigs, glue_dir, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(BigsError, match="unknown task 'glue'"):
         finetune(*ft_args(tiny_bigs, "glue", glue_dir, out))
-    with pytest.raises(BigsError, match=r"config.json: max_position_embeddings: the model has 24 positions but "
-                                        r"--max_seq_length is 128"):
+    with pytest.raises(
+        BigsError,
+        match=r"config.json: max_position_embeddings: the model has 24 positions but "
+        r"--max_seq_length is 128",
+    ):
         finetune(*ft_args(tiny_bigs, "sst2", glue_dir, out, "--max_seq_length", "128"))
     bad = tmp_path / "no-model"
     bad.mkdir()
@@ -405,13 +480,26 @@ def test_offline_without_data_dir_says_how(tiny_bigs, tmp_path, monkeypatch):
     from bigs.finetune import main
 
     with pytest.raises(BigsError, match=r"pass --data_dir DIR"):
-        main(["--model_name_or_path", str(tiny_bigs), "--task_name", "rte", "--output_dir", str(tmp_path / "o"),
-              "--do_train"])
+        main(
+            [
+                "--model_name_or_path",
+                str(tiny_bigs),
+                "--task_name",
+                "rte",
+                "--output_dir",
+                str(tmp_path / "o"),
+                "--do_train",
+            ]
+        )
 
 
 def test_cli_exit_code_2(tiny_bigs, glue_dir, tmp_path):
-    p = subprocess.run([sys.executable, "-m", "bigs.finetune", *ft_args(tiny_bigs, "wnli", glue_dir, tmp_path / "o")],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "bigs.finetune", *ft_args(tiny_bigs, "wnli", glue_dir, tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("error: "), p.stderr[-2000:]
     assert "WNLI: --data_dir: no WNLI directory" in p.stderr
 
@@ -435,7 +523,10 @@ def test_tables_and_plot(tmp_path):
     from bigs.glue_table import main
 
     sst = [{"eval_accuracy": a} for a in (0.80, 0.70, 0.75)]
-    mrpc = [{"eval_accuracy": a, "eval_f1": f, "eval_combined_score": (a + f) / 2} for a, f in ((0.6, 0.8), (0.7, 0.7), (0.5, 0.9))]
+    mrpc = [
+        {"eval_accuracy": a, "eval_f1": f, "eval_combined_score": (a + f) / 2}
+        for a, f in ((0.6, 0.8), (0.7, 0.7), (0.5, 0.9))
+    ]
     mnli = [{"eval_accuracy": m, "eval_accuracy_mm": mm} for m, mm in ((0.6, 0.4), (0.5, 0.5), (0.7, 0.5))]
     wnli = [{"eval_accuracy": 0.1}] * 3
     paths = _results(tmp_path, "bigs", {"sst2": sst, "mrpc": mrpc, "mnli": mnli, "wnli": wnli})
@@ -447,13 +538,30 @@ def test_tables_and_plot(tmp_path):
     assert float(rows[("SST-2", "accuracy")]["min"]) == pytest.approx(70.0)
     assert float(rows[("MRPC", "score")]["median"]) == pytest.approx(70.0)
     assert float(rows[("MNLI", "score")]["max"]) == pytest.approx(60.0)  # mean(m, mm) per seed: 50, 50, 60
-    avg = rows[("avg", "score (3 tasks)")]  # WNLI left out; per seed: mean(80,70,50)=66.67, mean(70,70,50)=63.33, mean(75,70,60)=68.33
-    assert float(avg["median"]) == pytest.approx(66.6667, abs=1e-3) and float(avg["min"]) == pytest.approx(63.3333, abs=1e-3)
+    avg = rows[
+        ("avg", "score (3 tasks)")
+    ]  # WNLI left out; per seed: mean(80,70,50)=66.67, mean(70,70,50)=63.33, mean(75,70,60)=68.33
+    assert float(avg["median"]) == pytest.approx(66.6667, abs=1e-3) and float(avg["min"]) == pytest.approx(
+        63.3333, abs=1e-3
+    )
     assert "| SST-2 | accuracy | 3 | 75.0 (70.0–80.0) |" in (tmp_path / "bigs.md").read_text()
     paths = _results(tmp_path, "bigs-random-init", {"sst2": [{"eval_accuracy": 0.9}]})
     main(["run", "--name", "bigs-random-init", "--results", *paths, "-o", str(tmp_path / "ctrl")])
-    assert main(["summary", "--tables", str(tmp_path / "bigs.csv"), str(tmp_path / "ctrl.csv"),
-                 "-o", str(tmp_path / "summary"), "--plot", str(tmp_path / "glue.png")]) == 0
+    assert (
+        main(
+            [
+                "summary",
+                "--tables",
+                str(tmp_path / "bigs.csv"),
+                str(tmp_path / "ctrl.csv"),
+                "-o",
+                str(tmp_path / "summary"),
+                "--plot",
+                str(tmp_path / "glue.png"),
+            ]
+        )
+        == 0
+    )
     md = (tmp_path / "summary.md").read_text()
     assert "| task | bigs | bigs-random-init |" in md and "| SST-2 | 75.0 (70.0–80.0) | 90.0 |" in md
     assert "| MRPC | 70.0 (70.0–70.0) | – |" in md
@@ -491,7 +599,10 @@ def test_workflow_dry_run_two_tasks_two_seeds(wf_glue):
     rte = [c for c in cmds if "--task_name=rte" in c]
     assert len(rte) == 4 and all("--ignore_mismatched_sizes" in c and "--random_init" not in c for c in rte)
     assert {c[c.index("--task_name=rte") - 1] for c in rte} == {
-        f"--model_name_or_path=results/finetune/{r}/mnli/seed{s}" for r in ("bigs-tiny", "bigs-tiny-random-init") for s in (1, 2)}
+        f"--model_name_or_path=results/finetune/{r}/mnli/seed{s}"
+        for r in ("bigs-tiny", "bigs-tiny-random-init")
+        for s in (1, 2)
+    }
     ctrl = [c for c in cmds if "--output_dir=results/finetune/bigs-tiny-random-init/sst2/seed1" in c]
     assert len(ctrl) == 1 and "--random_init" in ctrl[0] and "--learning_rate=2e-05" in ctrl[0]
     assert "--data_dir=glue" in ctrl[0]
@@ -509,16 +620,26 @@ def test_workflow_without_data_fails_before_any_job(wf_glue):
 @pytest.mark.slow
 def test_workflow_tiny_run_and_reruns(wf_glue, tiny_bigs, monkeypatch):
     """Real jobs on a stand-in pretrained model; a per-task change reruns only that task's jobs."""
-    from conftest import REPO as ROOT, job_counts, smk
+    from conftest import REPO as ROOT
+    from conftest import job_counts, smk
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # jobs import bigs from this checkout, not an installed copy
 
     final = wf_glue / "results" / "pretrain" / "bigs-tiny" / "final"
     shutil.copytree(tiny_bigs, final)
     (final / "metrics.jsonl").write_text("")
-    ft = {"data_dir": "glue", "tasks": ["sst2", "stsb"], "seeds": [3], "random_init_control": False, "from_mnli": [],
-          "max_seq_length": 12, "per_device_train_batch_size": 8, "learning_rate": 1.0e-2, "num_train_epochs": 2,
-          "logging_steps": 5}
+    ft = {
+        "data_dir": "glue",
+        "tasks": ["sst2", "stsb"],
+        "seeds": [3],
+        "random_init_control": False,
+        "from_mnli": [],
+        "max_seq_length": 12,
+        "per_device_train_batch_size": 8,
+        "learning_rate": 1.0e-2,
+        "num_train_epochs": 2,
+        "logging_steps": 5,
+    }
     _overlay(wf_glue, "real.yaml", ft)
     only = ["--allowed-rules", "finetune_task", "glue_table_run", "glue_summary", "finetune"]
     smk(wf_glue, "--cores", "2", "finetune", "--configfile", "real.yaml", *only)

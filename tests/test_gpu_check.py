@@ -22,8 +22,13 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-check")
-    r = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--smoke", str(out)], capture_output=True,
-                       text=True, timeout=600, env={**os.environ, "PYTHON": sys.executable})
+    r = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--smoke", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
     return r, out
 
 
@@ -43,7 +48,10 @@ def test_training_loss_fell_and_the_run_resumed(result):
     tr = result["training"]
     assert tr["boolean"]["last_loss"] < tr["boolean"]["first_loss"]
     assert tr["checks"]["loss_fell"]["pass"] and tr["checks"]["resumed"]["pass"]
-    assert tr["boolean"]["resumed"].startswith("resumed from") and f"checkpoint-{tr['resume_at']}" in tr["boolean"]["resumed"]
+    assert (
+        tr["boolean"]["resumed"].startswith("resumed from")
+        and f"checkpoint-{tr['resume_at']}" in tr["boolean"]["resumed"]
+    )
     assert tr["faster_gather"] in ("boolean", "positions")
 
 

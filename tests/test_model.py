@@ -16,11 +16,11 @@ from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForMaskedLM, BertTokenizer, pipeline
 
 from bigs.model import (
+    S4D,
     BiGSConfig,
     BiGSForMaskedLM,
     BiGSForSequenceClassification,
     BiGSModel,
-    S4D,
     conv_direct,
     conv_fft,
     conv_toeplitz,
@@ -34,8 +34,13 @@ B, H, I, V, N = 3, 32, 37, 99, 8
 
 def tiny_config(**kw):
     base = dict(
-        vocab_size=V, hidden_size=H, num_hidden_layers=2, intermediate_size=I, max_position_embeddings=40,
-        num_ssm=N, hidden_dropout_prob=0.0,
+        vocab_size=V,
+        hidden_size=H,
+        num_hidden_layers=2,
+        intermediate_size=I,
+        max_position_embeddings=40,
+        num_ssm=N,
+        hidden_dropout_prob=0.0,
     )
     base.update(kw)
     return BiGSConfig(**base)
@@ -67,7 +72,7 @@ def random_ssm(N=N, dtype=torch.float64, seed=0):
 def batch(L, seed=0):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, V, (B, L), generator=g)
-    ids[1, L - 3:] = 0  # padding at the end of one row
+    ids[1, L - 3 :] = 0  # padding at the end of one row
     labels = torch.full((B, L), -100)
     labels[0, [1, 4]] = ids[0, [1, 4]]
     labels[2, [0, 2, L - 1]] = ids[2, [0, 2, L - 1]]
@@ -164,7 +169,7 @@ def test_ssm_direction_sees_only_its_side(impl, reverse):
     u = torch.randn(L, B, H, requires_grad=True)
     ssm(u, reverse=reverse)[t].sum().backward()
     g = u.grad.abs().sum((1, 2))  # (L,)
-    future, past = g[t + 1:], g[:t]
+    future, past = g[t + 1 :], g[:t]
     blind, seen = (past, future) if reverse else (future, past)
     tol = 1e-5 * g.max().item() if impl == "fft" else 0.0  # FFT round-off leaks ~1e-7; others exact
     assert blind.max().item() <= tol
@@ -191,7 +196,7 @@ def test_layer_branches_causal_and_layer_sees_both_sides():
         return gx.abs().sum((1, 2))  # (L,)
 
     gf, gb, go = grad_profile(caught["f"]), grad_profile(caught["b"]), grad_profile(out)
-    assert gf[t + 1:].max().item() == 0.0 and gf[: t + 1].min().item() > 0
+    assert gf[t + 1 :].max().item() == 0.0 and gf[: t + 1].min().item() > 0
     assert gb[:t].max().item() == 0.0 and gb[t:].min().item() > 0
     assert go.min().item() > 0  # the full layer depends on both sides
 
@@ -360,8 +365,15 @@ def published_state_dict(cfg, seed=0):
     }
     sd["cls.predictions.decoder.weight"] = sd["bigs.embeddings.word_embeddings.weight"].clone()
     sd["cls.predictions.decoder.bias"] = sd["cls.predictions.bias"].clone()
-    shapes = {"dv": (Ii, Hh), "du_forward": (Hh, Hh), "du_backward": (Hh, Hh), "duc_forward": (Hh, Hh),
-              "duc_backward": (Hh, Hh), "dol": (Ii, Hh), "do": (Hh, Ii)}
+    shapes = {
+        "dv": (Ii, Hh),
+        "du_forward": (Hh, Hh),
+        "du_backward": (Hh, Hh),
+        "duc_forward": (Hh, Hh),
+        "duc_backward": (Hh, Hh),
+        "dol": (Ii, Hh),
+        "do": (Hh, Ii),
+    }
     for i in range(cfg["num_hidden_layers"]):
         p = f"bigs.encoder.layer.{i}."
         sd[p + "LayerNorm.weight"], sd[p + "LayerNorm.bias"] = 1 + r(Hh), r(Hh)
@@ -377,12 +389,30 @@ def published_state_dict(cfg, seed=0):
 
 
 PUBLISHED_CONFIG = {  # field names of the published config.json, tiny values
-    "architectures": ["BiGSForMaskedLM"], "model_type": "BiGS", "vocab_size": V, "hidden_size": H,
-    "num_hidden_layers": 2, "intermediate_size": I, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-    "max_position_embeddings": 40, "type_vocab_size": 2, "initializer_range": 0.02, "layer_norm_eps": 1e-12,
-    "pad_token_id": 0, "num_ssm": N, "pre_norm": True, "decode": False, "scaling": "lin",
-    "pooler_type": "non_padding_mean", "use_pykeops_kernel": False, "position_embedding_type": "absolute",
-    "use_cache": True, "classifier_dropout": None, "torch_dtype": "float32", "transformers_version": "4.21.0",
+    "architectures": ["BiGSForMaskedLM"],
+    "model_type": "BiGS",
+    "vocab_size": V,
+    "hidden_size": H,
+    "num_hidden_layers": 2,
+    "intermediate_size": I,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "max_position_embeddings": 40,
+    "type_vocab_size": 2,
+    "initializer_range": 0.02,
+    "layer_norm_eps": 1e-12,
+    "pad_token_id": 0,
+    "num_ssm": N,
+    "pre_norm": True,
+    "decode": False,
+    "scaling": "lin",
+    "pooler_type": "non_padding_mean",
+    "use_pykeops_kernel": False,
+    "position_embedding_type": "absolute",
+    "use_cache": True,
+    "classifier_dropout": None,
+    "torch_dtype": "float32",
+    "transformers_version": "4.21.0",
 }
 
 

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import free_port
-from conftest import make_shard, metrics, tiny_args
+from conftest import free_port, make_shard, metrics, tiny_args
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +55,11 @@ def start_nodes(args_per_node: list[list[str]], rdzv="static", logs: Path | None
     procs = []
     for node, args in enumerate(args_per_node):
         out = open(logs / f"node{node}.log", "w") if logs else subprocess.PIPE
-        procs.append(subprocess.Popen(torchrun(node, port, rdzv) + args, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                      env=ENV))
+        procs.append(
+            subprocess.Popen(
+                torchrun(node, port, rdzv) + args, stdout=out, stderr=subprocess.STDOUT, text=True, env=ENV
+            )
+        )
     return procs
 
 
@@ -99,8 +101,13 @@ def wait_all(procs, timeout=120) -> list[int]:
 
 
 def one_process(shards, out, settings=COMMON):
-    r = subprocess.run([sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, **settings)], env=ENV,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, **settings)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
 
 
@@ -129,7 +136,11 @@ def fault_reference(shards, tmp_path_factory) -> Path:
 
 def two_node_args(shards, out, settings=COMMON, **over):
     """2 nodes × 1 process × per-device 2 × accumulation 2 = global batch 8."""
-    return tiny_args(shards, out, **{"per_device_train_batch_size": 2, "global_batch_size": 8, "dist_timeout": 20, **settings, **over})
+    return tiny_args(
+        shards,
+        out,
+        **{"per_device_train_batch_size": 2, "global_batch_size": 8, "dist_timeout": 20, **settings, **over},
+    )
 
 
 @pytest.mark.parametrize("rdzv", ["static", "c10d"])
@@ -193,8 +204,10 @@ def test_a_lost_node_stops_the_other_with_one_line_then_both_resume(shards, faul
 
 def test_without_a_shared_output_dir_the_run_is_refused(shards, tmp_path):
     """Each node given its own directory = two nodes whose output_dir is not on a shared FS."""
-    procs = start_nodes([two_node_args(shards, tmp_path / "node0-local"), two_node_args(shards, tmp_path / "node1-local")],
-                        logs=tmp_path)
+    procs = start_nodes(
+        [two_node_args(shards, tmp_path / "node0-local"), two_node_args(shards, tmp_path / "node1-local")],
+        logs=tmp_path,
+    )
     codes = wait_all(procs, timeout=60)
     log = (tmp_path / "node0.log").read_text() + (tmp_path / "node1.log").read_text()
     assert codes[0] != 0 and codes[1] != 0
@@ -236,21 +249,34 @@ def test_slurm_launcher_starts_one_torchrun_per_node(tmp_path):
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "scontrol").write_text(
-        '#!/bin/sh\n'
+        "#!/bin/sh\n"
         'case "$1 $2" in\n'
         '  "show job") echo "JobId=$3 JobName=x ReqNodeList=(null) ExcNodeList=(null) NodeList=gpu[07-08] NumNodes=2 NumCPUs=64" ;;\n'
         '  "show hostnames") printf "gpu07\\ngpu08\\n" ;;\n'
         '  "show node") echo "NodeName=$3 Arch=x86_64 CoresPerSocket=32 NodeAddr=10.1.0.7 NodeHostName=$3 State=ALLOCATED" ;;\n'
-        'esac\n')
+        "esac\n"
+    )
     (bindir / "scontrol").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "SLURM_JOB_NUM_NODES": "1",  # the plugin's step
-           "SLURM_JOB_ID": "4242", "BIGS_LAUNCH_DRY_RUN": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+        "SLURM_JOB_NUM_NODES": "1",  # the plugin's step
+        "SLURM_JOB_ID": "4242",
+        "BIGS_LAUNCH_DRY_RUN": "1",
+    }
     repo = Path(__file__).resolve().parents[1]
-    r = subprocess.run(["bash", str(repo / "scripts" / "pretrain.sh"), str(tmp_path / "out"), "abc", "8", "32", "--seed=7"],
-                       capture_output=True, text=True, env=env, timeout=30)
+    r = subprocess.run(
+        ["bash", str(repo / "scripts" / "pretrain.sh"), str(tmp_path / "out"), "abc", "8", "32", "--seed=7"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
     assert r.returncode == 0, r.stderr
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("pretrain.sh: srun"))
-    assert line == ("pretrain.sh: srun --jobid=4242 --overlap --kill-on-bad-exit=1 --nodes=2 --ntasks=2 --ntasks-per-node=1 "
-                    "--cpus-per-task=32 --gpus-per-node=8 python -m torch.distributed.run --nnodes=2 --nproc_per_node=8 "
-                    "--max-restarts=0 --rdzv_backend=c10d --rdzv_endpoint=10.1.0.7:24242 --rdzv_id=slurm-4242 "
-                    "-m bigs.pretrain --seed=7 --resume never")
+    assert line == (
+        "pretrain.sh: srun --jobid=4242 --overlap --kill-on-bad-exit=1 --nodes=2 --ntasks=2 --ntasks-per-node=1 "
+        "--cpus-per-task=32 --gpus-per-node=8 python -m torch.distributed.run --nnodes=2 --nproc_per_node=8 "
+        "--max-restarts=0 --rdzv_backend=c10d --rdzv_endpoint=10.1.0.7:24242 --rdzv_id=slurm-4242 "
+        "-m bigs.pretrain --seed=7 --resume never"
+    )

@@ -20,15 +20,31 @@ def _write_run(path, lines, raw_tail=""):
 
 
 def _train(step, loss, lr=1e-3, tps=100.0, mfu=0.25):
-    return {"kind": "train", "step": step, "tokens_seen": step * 1000, "wall_time": step * 2.0,
-            "loss": loss, "lr": lr, "grad_norm": 1.0, "tokens_per_s": tps, "samples_per_s": 1.0,
-            "mfu": mfu}
+    return {
+        "kind": "train",
+        "step": step,
+        "tokens_seen": step * 1000,
+        "wall_time": step * 2.0,
+        "loss": loss,
+        "lr": lr,
+        "grad_norm": 1.0,
+        "tokens_per_s": tps,
+        "samples_per_s": 1.0,
+        "mfu": mfu,
+    }
 
 
 def _eval(step, loss, acc):
-    return {"kind": "eval", "step": step, "tokens_seen": step * 1000, "wall_time": step * 2.0,
-            "eval_loss": loss, "eval_accuracy": acc, "eval_perplexity": math.exp(loss),
-            "eval_tokens": 77}
+    return {
+        "kind": "eval",
+        "step": step,
+        "tokens_seen": step * 1000,
+        "wall_time": step * 2.0,
+        "eval_loss": loss,
+        "eval_accuracy": acc,
+        "eval_perplexity": math.exp(loss),
+        "eval_tokens": 77,
+    }
 
 
 def _read_csv(path):
@@ -46,17 +62,21 @@ def test_ema_is_bias_corrected():
 
 
 def test_plots_from_synthetic_runs(tmp_path):
-    a = _write_run(tmp_path / "bigs", [
-        _train(10, 9.0, tps=100.0), _train(20, 7.0, tps=300.0),
-        _eval(20, 6.5, 0.125),
-        # resumed from step 20: step 30 logged twice, the later line wins
-        _train(30, 99.0), _train(30, 5.0, lr=5e-4, tps=200.0, mfu=None),
-        _eval(30, 5.5, 0.25),
-    ])
+    a = _write_run(
+        tmp_path / "bigs",
+        [
+            _train(10, 9.0, tps=100.0),
+            _train(20, 7.0, tps=300.0),
+            _eval(20, 6.5, 0.125),
+            # resumed from step 20: step 30 logged twice, the later line wins
+            _train(30, 99.0),
+            _train(30, 5.0, lr=5e-4, tps=200.0, mfu=None),
+            _eval(30, 5.5, 0.25),
+        ],
+    )
     b = _write_run(tmp_path / "bert", [_train(10, 9.5, tps=50.0), _eval(10, 8.0, 0.0625)])
     out = tmp_path / "plots"
-    assert main(["--runs", str(a), str(b), "--names", "BiGS", "BERT", "-o", str(out),
-                 "--smoothing", "0.5"]) == 0
+    assert main(["--runs", str(a), str(b), "--names", "BiGS", "BERT", "-o", str(out), "--smoothing", "0.5"]) == 0
     for png in ("train_loss", "learning_rate", "eval_vs_step", "eval_vs_tokens", "throughput"):
         assert (out / f"{png}.png").stat().st_size > 10_000
     assert not list(out.glob(".tmp-*"))
@@ -64,16 +84,18 @@ def test_plots_from_synthetic_runs(tmp_path):
     rows = _read_csv(out / "plot_data.csv")
 
     def series(run, name, x_name="step"):
-        return [(float(r["x"]), float(r["y"])) for r in rows
-                if r["run"] == run and r["series"] == name and r["x_name"] == x_name]
+        return [
+            (float(r["x"]), float(r["y"]))
+            for r in rows
+            if r["run"] == run and r["series"] == name and r["x_name"] == x_name
+        ]
 
     assert series("BiGS", "train_loss") == [(10, 9.0), (20, 7.0), (30, 5.0)]
     ema_pts = series("BiGS", "train_loss_ema")
     assert ema_pts[1][1] == pytest.approx((0.25 * 9 + 0.5 * 7) / 0.75)
     assert series("BiGS", "lr")[-1] == (30, 5e-4)
     assert series("BiGS", "mfu") == [(10, 0.25), (20, 0.25)]  # null mfu is not plotted
-    assert series("BiGS", "eval_perplexity") == [(20, pytest.approx(math.exp(6.5))),
-                                                 (30, pytest.approx(math.exp(5.5)))]
+    assert series("BiGS", "eval_perplexity") == [(20, pytest.approx(math.exp(6.5))), (30, pytest.approx(math.exp(5.5)))]
     assert series("BiGS", "eval_accuracy", "tokens_seen") == [(20000, 0.125), (30000, 0.25)]
     assert series("BERT", "eval_loss") == [(10, 8.0)]
 
@@ -91,8 +113,15 @@ def test_plots_from_synthetic_runs(tmp_path):
 def test_default_names_and_eval_json(tmp_path):
     a = _write_run(tmp_path / "run-a", [_train(1, 3.0)])
     ev = tmp_path / "run-a.json"
-    ev.write_text(json.dumps({"model": "x", "step": 1, "metrics": {
-        "eval_loss": 2.0, "eval_accuracy": 0.5, "eval_perplexity": math.exp(2.0), "eval_tokens": 9}}))
+    ev.write_text(
+        json.dumps(
+            {
+                "model": "x",
+                "step": 1,
+                "metrics": {"eval_loss": 2.0, "eval_accuracy": 0.5, "eval_perplexity": math.exp(2.0), "eval_tokens": 9},
+            }
+        )
+    )
     out = tmp_path / "p"
     main(["--runs", str(a), "-o", str(out), "--eval", str(ev)])
     assert _read_csv(out / "summary.csv")[0]["run"] == "run-a"
@@ -111,15 +140,20 @@ def test_cut_off_last_line_is_skipped(tmp_path, capsys):
     assert "incomplete last line" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("content, field", [
-    (None, "metrics.jsonl: missing"),
-    ("", "no 'train' or 'eval' lines"),
-    ('{"kind": "train", "step": 1, "loss": 2.0}\nnot json\n{"kind": "train", "step": 3}\n',
-     "metrics.jsonl:2: json: not valid JSON"),
-    ('{"kind": "train", "step": 1, "loss": "nan!"}\n', "metrics.jsonl:1: loss: expected a number"),
-    ('{"kind": "eval", "eval_loss": 2.0}\n', "metrics.jsonl:1: step: missing"),
-    ('[1, 2]\n', "metrics.jsonl:1: json: expected one JSON object"),
-])
+@pytest.mark.parametrize(
+    "content, field",
+    [
+        (None, "metrics.jsonl: missing"),
+        ("", "no 'train' or 'eval' lines"),
+        (
+            '{"kind": "train", "step": 1, "loss": 2.0}\nnot json\n{"kind": "train", "step": 3}\n',
+            "metrics.jsonl:2: json: not valid JSON",
+        ),
+        ('{"kind": "train", "step": 1, "loss": "nan!"}\n', "metrics.jsonl:1: loss: expected a number"),
+        ('{"kind": "eval", "eval_loss": 2.0}\n', "metrics.jsonl:1: step: missing"),
+        ("[1, 2]\n", "metrics.jsonl:1: json: expected one JSON object"),
+    ],
+)
 def test_bad_metrics_files(tmp_path, content, field):
     run = tmp_path / "run"
     run.mkdir()

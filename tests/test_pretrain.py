@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_shard, metrics, run_cli, tiny_args, weights_hash
 
 from bigs.errors import BigsError
 from bigs.pretrain import accumulation_steps, eval_cost_fraction, is_paper_recipe, lr_at, param_groups, parse_args
-
-from conftest import make_shard, metrics, run_cli, tiny_args, weights_hash
 
 GOLDEN = Path(__file__).parent / "golden" / "pretrain_tiny_losses.json"
 SEED_GPU_COMMAND = """--output_dir=BiGS_100k/ --dataset_path=PATH_OF_YOUR_TRAIN_CORPUS/ --model_type=s4-bert
@@ -46,8 +45,15 @@ def shards(tmp_path_factory) -> Path:
 
 # ----------------------------------------------------------------------------- pure helpers
 def test_lr_schedule_matches_closed_form():
-    a = parse_args(["--output_dir=o", "--dataset_path=d", "--learning_rate=1e-3", "--warmup_steps=100",
-                    "--num_total_train_steps=1100"])
+    a = parse_args(
+        [
+            "--output_dir=o",
+            "--dataset_path=d",
+            "--learning_rate=1e-3",
+            "--warmup_steps=100",
+            "--num_total_train_steps=1100",
+        ]
+    )
     assert lr_at(0, a) == 0.0
     assert lr_at(50, a) == pytest.approx(5e-4)
     assert lr_at(100, a) == pytest.approx(1e-3)  # cosine at t = 0
@@ -63,11 +69,18 @@ def test_seed_command_parses_with_original_meaning():
     a = parse_args(shlex.split(SEED_GPU_COMMAND))
     assert (a.model_type, a.max_seq_length, a.per_device_train_batch_size, a.n_layers) == ("s4-bert", 128, 131, 23)
     assert (a.learning_rate, a.weight_decay, a.adam_beta2, a.adam_epsilon) == (6e-4, 0.05, 0.98, 1e-6)
-    assert (a.warmup_steps, a.num_total_train_steps, a.schedule_type, a.cosine_schedule_alpha) == (2000, 100000, "cosine", 0.1)
+    assert (a.warmup_steps, a.num_total_train_steps, a.schedule_type, a.cosine_schedule_alpha) == (
+        2000,
+        100000,
+        "cosine",
+        0.1,
+    )
     assert a.overwrite_output_dir and a.precision == "fp32" and a.max_grad_norm == 0.0 and a.resume == "auto"
 
 
-@pytest.mark.parametrize("flag", ["--save_steps=0", "--eval_steps=0", "--per_device_train_batch_size=0", "--num_total_train_steps=-5"])
+@pytest.mark.parametrize(
+    "flag", ["--save_steps=0", "--eval_steps=0", "--per_device_train_batch_size=0", "--num_total_train_steps=-5"]
+)
 def test_zero_or_negative_steps_rejected(flag, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--output_dir=o", "--dataset_path=d", flag])
@@ -78,7 +91,11 @@ def test_sequence_length_comes_from_the_shards(shards, tmp_path):
     """Without --max_seq_length the model takes the shards' length (the workflow passes none for a
     downloaded corpus); a given one is checked against every shard (test_shards_longer_than_the_model...)."""
     assert parse_args(["--output_dir=o", "--dataset_path=d"]).max_seq_length is None
-    args = [a for a in tiny_args(shards, tmp_path / "run", steps=2, eval_steps=2, warmup_steps=1) if not a.startswith("--max_seq_length")]
+    args = [
+        a
+        for a in tiny_args(shards, tmp_path / "run", steps=2, eval_steps=2, warmup_steps=1)
+        if not a.startswith("--max_seq_length")
+    ]
     run_cli(args)
     assert json.loads((tmp_path / "run" / "final" / "config.json").read_text())["max_position_embeddings"] == 32
 
@@ -103,7 +120,9 @@ def test_tiny_run_loss_falls_and_matches_golden(shards, tmp_path):
     losses = [m["loss"] for m in train]
     assert len(losses) == 30 and all(math.isfinite(x) for x in losses)
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 1.0, losses
-    assert {"step", "tokens_seen", "wall_time", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "mfu"} <= train[0].keys()
+    assert {"step", "tokens_seen", "wall_time", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "mfu"} <= train[
+        0
+    ].keys()
     evals = metrics(out, "eval")
     assert [e["step"] for e in evals] == [15, 30] and evals[-1]["eval_loss"] < evals[0]["eval_loss"]
     assert (out / "final" / "model.safetensors").is_file() and (out / "final" / "vocab.txt").is_file()
@@ -127,8 +146,11 @@ def test_kill9_at_random_step_then_resume_is_bit_identical(shards, tmp_path, ref
     out = tmp_path / "killed"
     seed = int(os.environ.get("BIGS_TEST_SEED", "20261202"))  # replay a failure: BIGS_TEST_SEED=<seed in the message>
     kill_at = random.Random(seed).randint(12, 35)
-    proc = subprocess.Popen([sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=40)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=40)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         m = out / "metrics.jsonl"
@@ -141,15 +163,21 @@ def test_kill9_at_random_step_then_resume_is_bit_identical(shards, tmp_path, ref
     assert not (out / "final").exists()
     r = run_cli(tiny_args(shards, out, steps=40))
     assert "resumed from" in r.stdout
-    assert weights_hash(out / "final") == weights_hash(ref / "final"), f"killed at step {kill_at} (BIGS_TEST_SEED={seed})"
+    assert weights_hash(out / "final") == weights_hash(ref / "final"), (
+        f"killed at step {kill_at} (BIGS_TEST_SEED={seed})"
+    )
     steps = [m["step"] for m in metrics(out)]
     assert steps == sorted(set(steps)) and steps[-1] == 40  # no duplicated log lines after resume
 
 
 def test_sigterm_checkpoints_and_exits_3_then_resumes(shards, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=2000, save_steps=1000)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=2000, save_steps=1000)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not ((out / "metrics.jsonl").exists() and len(metrics(out)) >= 3):
         time.sleep(0.02)
@@ -166,8 +194,12 @@ def test_sigterm_checkpoints_and_exits_3_then_resumes(shards, tmp_path):
 
 def test_sigusr1_is_preemption_too(shards, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=2000, save_steps=1000)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=2000, save_steps=1000)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "metrics.jsonl").exists():
         time.sleep(0.02)
@@ -179,8 +211,12 @@ def test_sigusr1_is_preemption_too(shards, tmp_path):
 def test_kill9_during_checkpoint_write_keeps_previous(shards, tmp_path, reference_run):
     out = tmp_path / "run"
     env = {"BIGS_FAULT_CHECKPOINT_DELAY": "30"}
-    proc = subprocess.Popen([sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=40)],
-                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=40)],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     # first checkpoint (step 10) sleeps 30 s before its rename: kill it there
     deadline = time.time() + 120
     while time.time() < deadline and not list(out.glob(".tmp-checkpoint-10*")):
@@ -237,8 +273,19 @@ def test_ddp_two_gloo_processes_equal_one_process(shards, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     common = dict(steps=12, hidden_dropout_prob=0.0, eval_steps=12)
     run_cli(tiny_args(shards, one, **common))
-    r = run_cli(tiny_args(shards, two, per_device_train_batch_size=2, global_batch_size=8, **common), env={"OMP_NUM_THREADS": "1"},
-                launcher=(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "bigs.pretrain"))
+    r = run_cli(
+        tiny_args(shards, two, per_device_train_batch_size=2, global_batch_size=8, **common),
+        env={"OMP_NUM_THREADS": "1"},
+        launcher=(
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "bigs.pretrain",
+        ),
+    )
     assert "global batch 8 (2 × 2 devices × 2 accumulation)" in r.stdout
     l1, l2 = [m["loss"] for m in metrics(one)], [m["loss"] for m in metrics(two)]
     np.testing.assert_allclose(l2, l1, rtol=0, atol=1e-5)
@@ -249,10 +296,16 @@ def test_ddp_two_gloo_processes_equal_one_process(shards, tmp_path):
 def test_gradient_accumulation_equals_big_batch(shards, tmp_path):
     one, acc = tmp_path / "one", tmp_path / "acc"
     run_cli(tiny_args(shards, one, steps=8, hidden_dropout_prob=0.0))
-    run_cli(tiny_args(shards, acc, steps=8, hidden_dropout_prob=0.0, per_device_train_batch_size=4, gradient_accumulation_steps=2))
+    run_cli(
+        tiny_args(
+            shards, acc, steps=8, hidden_dropout_prob=0.0, per_device_train_batch_size=4, gradient_accumulation_steps=2
+        )
+    )
     np.testing.assert_allclose([m["loss"] for m in metrics(acc)], [m["loss"] for m in metrics(one)], atol=1e-5)
     derived = tmp_path / "derived"  # the same through --global_batch_size
-    r = run_cli(tiny_args(shards, derived, steps=8, hidden_dropout_prob=0.0, per_device_train_batch_size=4, global_batch_size=8))
+    r = run_cli(
+        tiny_args(shards, derived, steps=8, hidden_dropout_prob=0.0, per_device_train_batch_size=4, global_batch_size=8)
+    )
     assert "global batch 8 (4 × 1 devices × 2 accumulation)" in r.stdout
     assert [m["loss"] for m in metrics(derived)] == [m["loss"] for m in metrics(acc)]
 
@@ -278,7 +331,9 @@ def test_a_bad_global_batch_fails_before_anything_is_written(shards, tmp_path):
 def test_paper_recipe_is_recognised_and_its_evaluation_budget_is_small():
     """The paper presets' eval_batches (200 per device) keep 13 evaluations under 2 % of training."""
     a = parse_args(shlex.split(SEED_GPU_COMMAND) + ["--global_batch_size=1048", "--eval_batches=200"])
-    assert is_paper_recipe(a) and not is_paper_recipe(parse_args(["--output_dir=o", "--dataset_path=d", "--n_layers=2"]))
+    assert is_paper_recipe(a) and not is_paper_recipe(
+        parse_args(["--output_dir=o", "--dataset_path=d", "--n_layers=2"])
+    )
     # 100000 // 8000 = 12 evaluations + the final one; a forward is a third of forward + backward
     assert eval_cost_fraction(a, 1048, world=1) == pytest.approx(13 * 200 * 131 / (3 * 100_000 * 1048))  # 0.11 %
     assert eval_cost_fraction(a, 1048, world=8) == pytest.approx(8 * 13 * 200 * 131 / (3 * 100_000 * 1048))  # 0.87 %
@@ -304,7 +359,9 @@ def test_max_train_shards_counts_shard_visits_as_the_original(shards, tmp_path):
 
 def test_adafactor_trains_without_weight_decay(shards, tmp_path):
     out = tmp_path / "run"
-    run_cli(tiny_args(shards, out, steps=10, adafactor="true", learning_rate=0.3, hidden_dropout_prob=0.0))  # relative steps: lr × rms(p)
+    run_cli(
+        tiny_args(shards, out, steps=10, adafactor="true", learning_rate=0.3, hidden_dropout_prob=0.0)
+    )  # relative steps: lr × rms(p)
     losses = [m["loss"] for m in metrics(out)]
     assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
     state = torch.load(out / "checkpoint-10" / "optimizer.pt", weights_only=True)
@@ -314,8 +371,11 @@ def test_adafactor_trains_without_weight_decay(shards, tmp_path):
 
 def test_busy_output_dir_is_refused_and_a_dead_holder_never_blocks(shards, tmp_path):
     out = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=5000, save_steps=5000)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=5000, save_steps=5000)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not (out / "metrics.jsonl").exists():
@@ -335,8 +395,13 @@ def test_ctrl_c_checkpoints_once_and_quits_at_once_the_second_time(shards, tmp_p
     out = tmp_path / "run"
 
     def start(env=None):
-        return subprocess.Popen([sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=5000, save_steps=5000)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+        return subprocess.Popen(
+            [sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=5000, save_steps=5000)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
 
     def wait_for_steps(n):
         deadline = time.time() + 120
@@ -364,11 +429,19 @@ def test_ctrl_c_checkpoints_once_and_quits_at_once_the_second_time(shards, tmp_p
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_every_file_follows_the_umask(shards, tmp_path, umask):
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=10, save_steps=5)],
-                       capture_output=True, text=True, timeout=300, preexec_fn=lambda: os.umask(umask))
+    r = subprocess.run(
+        [sys.executable, "-m", "bigs.pretrain", *tiny_args(shards, out, steps=10, save_steps=5)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: os.umask(umask),
+    )
     assert r.returncode == 0, r.stderr
     modes = {p.relative_to(out).as_posix(): p.stat().st_mode & 0o777 for p in out.rglob("*")}
-    assert modes["final/model.safetensors"] == 0o666 & ~umask and modes["checkpoint-10/rng-rank0.safetensors"] == 0o666 & ~umask
+    assert (
+        modes["final/model.safetensors"] == 0o666 & ~umask
+        and modes["checkpoint-10/rng-rank0.safetensors"] == 0o666 & ~umask
+    )
     wrong = {k: oct(m) for k, m in modes.items() if m != (0o777 if (out / k).is_dir() else 0o666) & ~umask}
     assert not wrong
 
@@ -456,8 +529,15 @@ def test_bert_masked_head_equals_full_head():
     from bigs.bert import BertForMaskedLMMaskedHead
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    cfg = BertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     fast, full = BertForMaskedLMMaskedHead(cfg), BertForMaskedLM(cfg)
     full.load_state_dict(fast.state_dict())
     ids = torch.randint(5, 99, (3, 13))

@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY, copy_workflow, smk, write_yaml
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -63,8 +62,16 @@ def lane(tmp_path_factory):
 
 def test_every_stage_ran_as_a_slurm_job(lane):
     wf, out = lane
-    for rule in ("process_corpus", "shard_corpus", "tokenize_shard", "mask_shard", "inspect_dataset",
-                 "train_run", "evaluate_run", "plot_runs"):
+    for rule in (
+        "process_corpus",
+        "shard_corpus",
+        "tokenize_shard",
+        "mask_shard",
+        "inspect_dataset",
+        "train_run",
+        "evaluate_run",
+        "plot_runs",
+    ):
         assert f"rule {rule}:" in out, f"{rule} was not run"
         assert (wf / ".snakemake" / "slurm_logs" / f"rule_{rule}").is_dir(), f"{rule}: no sbatch log"
     assert "Job " in out and "has been submitted with SLURM jobid" in out
@@ -72,9 +79,14 @@ def test_every_stage_ran_as_a_slurm_job(lane):
 
 def test_outputs(lane):
     wf, _ = lane
-    for f in ("results/pretrain/lane/final/model.safetensors", "results/pretrain/lane/final/metrics.jsonl",
-              "results/evaluate/lane.json", "results/plots/summary.md", "results/plots/train_loss.png",
-              "results/inspect/enwiki-sample-L128.json"):
+    for f in (
+        "results/pretrain/lane/final/model.safetensors",
+        "results/pretrain/lane/final/metrics.jsonl",
+        "results/evaluate/lane.json",
+        "results/plots/summary.md",
+        "results/plots/train_loss.png",
+        "results/inspect/enwiki-sample-L128.json",
+    ):
         assert (wf / f).is_file() and (wf / f).stat().st_size > 0, f"missing {f}"
 
 
@@ -92,7 +104,7 @@ def test_pretrain_job_asked_for_a_gpu(lane):
     assert others and all("gpu" not in j for j in others), "data jobs must not hold GPUs"
 
 
-# ------------------------------------------------------------------ two nodes (issue 13 §2)
+# ------------------------------------------------------------------ two nodes
 SAME_GLOBAL_BATCH = {"hidden_dropout_prob": 0.0, "global_batch_size": 8}
 
 
@@ -101,8 +113,11 @@ def two_nodes(lane):
     wf, _ = lane
     if "two" not in subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=20).stdout:
         pytest.skip("no two-node partition `two` (start the lane with: bash .ci/slurm.sh)")
-    runs = [{"name": "lane"}, {"name": "one", **SAME_GLOBAL_BATCH, "per_device_train_batch_size": 8},
-            {"name": "two", **SAME_GLOBAL_BATCH, "per_device_train_batch_size": 4}]
+    runs = [
+        {"name": "lane"},
+        {"name": "one", **SAME_GLOBAL_BATCH, "per_device_train_batch_size": 8},
+        {"name": "two", **SAME_GLOBAL_BATCH, "per_device_train_batch_size": 4},
+    ]
     write_yaml(wf / "two.yaml", {**TINY, "runs": runs})
     smk(wf, "results/pretrain/one/final/model.safetensors", "--cores", "2", "--configfile", "two.yaml")  # reference
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, TINY, copy_workflow, job_counts, shell_commands, smk, write_yaml
 
 ROOT = REPO
@@ -93,10 +92,17 @@ def test_paper_preset_runs_the_seed_command(wf, machine):
     (cmd,) = shell_commands(out, "scripts/pretrain.sh")
     generated = parse_args(cmd[6:])  # --resume is added by scripts/pretrain.sh
     seed = parse_args(SEED_COMMAND.split()[2:])
-    additions = {"global_batch_size": 1048, "precision": "bf16", "eval_batches": 200}  # the paper's batch, bf16, bounded eval
+    additions = {
+        "global_batch_size": 1048,
+        "precision": "bf16",
+        "eval_batches": 200,
+    }  # the paper's batch, bf16, bounded eval
     from_data = ("max_seq_length",)  # not passed: bigs.pretrain reads it from the downloaded shards (128)
-    differ = {k: (v, getattr(generated, k)) for k, v in vars(seed).items()
-              if k not in ("output_dir", "dataset_path", "device", *additions, *from_data) and getattr(generated, k) != v}
+    differ = {
+        k: (v, getattr(generated, k))
+        for k, v in vars(seed).items()
+        if k not in ("output_dir", "dataset_path", "device", *additions, *from_data) and getattr(generated, k) != v
+    }
     assert not differ, f"{machine}: flags differ from the seed command (seed, generated): {differ}"
     assert {k: getattr(generated, k) for k in additions} == additions and generated.max_seq_length is None
     assert generated.output_dir.endswith("BiGS_100k")
@@ -110,14 +116,21 @@ def test_paper_preset_runs_the_seed_command(wf, machine):
             match = [c for c in cmd if c.split("=")[0] == key]
             assert match, f"{key} missing"
             if value:
-                assert float(match[0].split("=")[1]) == float(value) if re.match(r"[\d.e-]+$", value) else match[0] == token
+                assert (
+                    float(match[0].split("=")[1]) == float(value)
+                    if re.match(r"[\d.e-]+$", value)
+                    else match[0] == token
+                )
 
 
 def test_gpu_resource_launches_torchrun(wf):
     out = smk(wf, "-n", "-p", "pretrain", "--set-resources", "train_run:gpu=4").stdout
     (cmd,) = shell_commands(out, "scripts/pretrain.sh")
     assert cmd[4] == "4"  # NGPUS argument of scripts/pretrain.sh
-    assert "torchrun --standalone --nproc_per_node=\"$ngpus\" -m bigs.pretrain" in (ROOT / "scripts" / "pretrain.sh").read_text()
+    assert (
+        'torchrun --standalone --nproc_per_node="$ngpus" -m bigs.pretrain'
+        in (ROOT / "scripts" / "pretrain.sh").read_text()
+    )
 
 
 # ---------------------------------------------------------------------------------- bad config

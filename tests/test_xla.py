@@ -22,8 +22,13 @@ pytestmark = pytest.mark.xla
 
 
 def run(args, env):
-    r = subprocess.run([sys.executable, "-m", "bigs.pretrain", *args], capture_output=True, text=True,
-                       env={**os.environ, **env}, timeout=1200)
+    r = subprocess.run(
+        [sys.executable, "-m", "bigs.pretrain", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=1200,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return [json.loads(ln) for ln in (args_dir(args) / "metrics.jsonl").read_text().splitlines()]
 

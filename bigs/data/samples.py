@@ -62,8 +62,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # parallelism = --n_pr
 log = logging.getLogger("bigs.data.samples")
 BUNDLED_VOCAB = Path(__file__).parent / "vocab" / "bert-large-uncased-vocab.txt"
 BUNDLED_NAMES = ("bert-large-uncased", "bert-base-uncased")
-VOCAB_SIZES = {"bert-base-uncased": 30522, "bert-large-uncased": 30522,
-               "bert-base-cased": 28996, "bert-large-cased": 28996}
+VOCAB_SIZES = {
+    "bert-base-uncased": 30522,
+    "bert-large-uncased": 30522,
+    "bert-base-cased": 28996,
+    "bert-large-cased": 28996,
+}
 SETTINGS = ".bigs-samples.json"
 TOKENS_FORMAT = 1
 BLOCK = 8192  # instances masked per block (bounds temporaries at large L)
@@ -119,8 +123,12 @@ def load_vocab(model_name: str = "bert-large-uncased", vocab_file=None, do_lower
         lines = raw.decode("utf-8", "replace").splitlines()
         want = VOCAB_SIZES.get(model_name)
         if want is not None and len(lines) != want:
-            raise fail(vocab_file, "--vocab_file", f"vocab of the wrong size: {len(lines)} entries, {model_name} "
-                       f"has {want} — pass the {model_name} vocab.txt")
+            raise fail(
+                vocab_file,
+                "--vocab_file",
+                f"vocab of the wrong size: {len(lines)} entries, {model_name} "
+                f"has {want} — pass the {model_name} vocab.txt",
+            )
         missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if t not in lines]
         if missing:
             raise fail(vocab_file, "--vocab_file", f"missing special tokens {missing}: not a BERT WordPiece vocab")
@@ -128,20 +136,38 @@ def load_vocab(model_name: str = "bert-large-uncased", vocab_file=None, do_lower
         tok = BertWordPieceTokenizer(str(vocab_file), lowercase=bool(do_lower_case))
         size = tok.get_vocab_size()
         if size != len(lines):
-            raise fail(vocab_file, "--vocab_file", f"tokenizer has {size} entries but the file {len(lines)} lines "
-                       "(duplicate lines?)")
+            raise fail(
+                vocab_file,
+                "--vocab_file",
+                f"tokenizer has {size} entries but the file {len(lines)} lines (duplicate lines?)",
+            )
         v = tok.get_vocab()
         cont = np.zeros(size, dtype=bool)
         cont[[i for t, i in v.items() if t.startswith("##")]] = True
-        return Vocab(tok._tokenizer, size, v["[CLS]"], v["[SEP]"], v["[MASK]"], v["[PAD]"], v["[UNK]"],
-                     hashlib.md5(raw).hexdigest(), model_name, bool(do_lower_case), cont)
+        return Vocab(
+            tok._tokenizer,
+            size,
+            v["[CLS]"],
+            v["[SEP]"],
+            v["[MASK]"],
+            v["[PAD]"],
+            v["[UNK]"],
+            hashlib.md5(raw).hexdigest(),
+            model_name,
+            bool(do_lower_case),
+            cont,
+        )
     try:
         from transformers import AutoTokenizer
 
         hf = AutoTokenizer.from_pretrained(model_name)
     except Exception as exc:  # OSError offline / unknown repo; ValueError for odd configs
-        raise fail(model_name, "--model_name", f"cannot load tokenizer ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}) — "
-                   "offline? pass --vocab_file, or use bert-large-uncased (bundled)") from None
+        raise fail(
+            model_name,
+            "--model_name",
+            f"cannot load tokenizer ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}) — "
+            "offline? pass --vocab_file, or use bert-large-uncased (bundled)",
+        ) from None
     if not getattr(hf, "is_fast", False) or hf.mask_token_id is None:
         raise fail(model_name, "--model_name", "needs a fast tokenizer with a mask token")
     size = len(hf)
@@ -151,8 +177,19 @@ def load_vocab(model_name: str = "bert-large-uncased", vocab_file=None, do_lower
     pad = hf.pad_token_id if hf.pad_token_id is not None else 0
     unk = hf.unk_token_id if hf.unk_token_id is not None else -1
     md5 = hashlib.md5(json.dumps(sorted(v.items())).encode()).hexdigest()
-    return Vocab(hf.backend_tokenizer, size, hf.cls_token_id, hf.sep_token_id, hf.mask_token_id, pad, unk, md5,
-                 model_name, bool(do_lower_case), cont)
+    return Vocab(
+        hf.backend_tokenizer,
+        size,
+        hf.cls_token_id,
+        hf.sep_token_id,
+        hf.mask_token_id,
+        pad,
+        unk,
+        md5,
+        model_name,
+        bool(do_lower_case),
+        cont,
+    )
 
 
 # ------------------------------------------------------------------ tokenize (once per text shard)
@@ -213,10 +250,21 @@ def tokenize_file(path, vocab: Vocab, batch_lines: int = 8192) -> Tokens:
     np.cumsum(sent_lens, out=sent_offsets[1:])
     doc_offsets = np.zeros(len(doc_nsent) + 1, dtype=np.int64)
     np.cumsum(doc_nsent, out=doc_offsets[1:])
-    meta = {"format": TOKENS_FORMAT, "source": path.name, "split": split_of(path.name), "shard_index": index_of(path.name),
-            "model_name": vocab.name, "vocab_md5": vocab.md5, "do_lower_case": vocab.do_lower_case,
-            "vocab_size": vocab.size, "cls_id": vocab.cls_id, "sep_id": vocab.sep_id, "mask_id": vocab.mask_id,
-            "pad_id": vocab.pad_id, "unk_id": vocab.unk_id}
+    meta = {
+        "format": TOKENS_FORMAT,
+        "source": path.name,
+        "split": split_of(path.name),
+        "shard_index": index_of(path.name),
+        "model_name": vocab.name,
+        "vocab_md5": vocab.md5,
+        "do_lower_case": vocab.do_lower_case,
+        "vocab_size": vocab.size,
+        "cls_id": vocab.cls_id,
+        "sep_id": vocab.sep_id,
+        "mask_id": vocab.mask_id,
+        "pad_id": vocab.pad_id,
+        "unk_id": vocab.unk_id,
+    }
     return Tokens(ids, sent_offsets, doc_offsets, {**meta, "_continuation": vocab.continuation})
 
 
@@ -224,8 +272,14 @@ def save_tokens(tokens: Tokens, out) -> Path:
     meta = {k: v for k, v in tokens.meta.items() if not k.startswith("_")}
     buf = io.BytesIO()
     ids = tokens.ids.astype(np.uint16) if tokens.meta["vocab_size"] <= 1 << 16 else tokens.ids  # half the disk
-    np.savez(buf, ids=ids, sent_offsets=tokens.sent_offsets, doc_offsets=tokens.doc_offsets,
-             continuation=tokens.meta["_continuation"], meta=np.array(json.dumps(meta)))
+    np.savez(
+        buf,
+        ids=ids,
+        sent_offsets=tokens.sent_offsets,
+        doc_offsets=tokens.doc_offsets,
+        continuation=tokens.meta["_continuation"],
+        meta=np.array(json.dumps(meta)),
+    )
     with atomic_path(out, suffix=".npz") as tmp:
         tmp.write_bytes(buf.getvalue())
     return Path(out)
@@ -236,7 +290,12 @@ def load_tokens(path) -> Tokens:
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            t = Tokens(z["ids"].astype(np.int32), z["sent_offsets"], z["doc_offsets"], {**meta, "_continuation": z["continuation"]})
+            t = Tokens(
+                z["ids"].astype(np.int32),
+                z["sent_offsets"],
+                z["doc_offsets"],
+                {**meta, "_continuation": z["continuation"]},
+            )
     except FileNotFoundError:
         raise fail(path, "--tokens", "no such file — make it with python -m bigs.data.samples tokenize") from None
     except (OSError, ValueError, KeyError) as exc:
@@ -276,8 +335,9 @@ def make_instances(tokens: Tokens, max_seq_length: int, short_seq_prob: float, r
 
 
 # ------------------------------------------------------------------ masking (once per copy)
-def mask_block(ids, starts, lengths, L: int, P: int, masked_lm_prob: float, meta: dict, rng, whole_word=False,
-               continuation=None) -> dict:
+def mask_block(
+    ids, starts, lengths, L: int, P: int, masked_lm_prob: float, meta: dict, rng, whole_word=False, continuation=None
+) -> dict:
     """The five arrays for a block of instances."""
     n = len(starts)
     pad, cls, sep, mask_id, vocab_size = (meta[k] for k in ("pad_id", "cls_id", "sep_id", "mask_id", "vocab_size"))
@@ -285,7 +345,7 @@ def mask_block(ids, starts, lengths, L: int, P: int, masked_lm_prob: float, meta
     body = col < lengths[:, None]  # (n, L-2)
     idx = starts[:, None] + np.minimum(col, lengths[:, None] - 1)
     input_ids = np.full((n, L), pad, dtype=np.int32)
-    input_ids[:, 1:L - 1] = np.where(body, ids[idx], pad)
+    input_ids[:, 1 : L - 1] = np.where(body, ids[idx], pad)
     rows = np.arange(n)
     input_ids[:, 0] = cls
     input_ids[rows, lengths + 1] = sep
@@ -313,8 +373,13 @@ def mask_block(ids, starts, lengths, L: int, P: int, masked_lm_prob: float, meta
     u1, u2 = rng.random(len(p)), rng.random(len(p))
     rand = rng.integers(0, vocab_size, len(p))
     input_ids[r, p] = np.where(u1 < 0.8, mask_id, np.where(u2 < 0.5, original, rand))
-    return {"input_ids": input_ids, "input_mask": input_mask, "segment_ids": np.zeros((n, L), dtype=np.int8),
-            "masked_lm_positions": positions.astype(np.int32), "masked_lm_ids": masked_lm_ids}
+    return {
+        "input_ids": input_ids,
+        "input_mask": input_mask,
+        "segment_ids": np.zeros((n, L), dtype=np.int8),
+        "masked_lm_positions": positions.astype(np.int32),
+        "masked_lm_ids": masked_lm_ids,
+    }
 
 
 def _whole_word_positions(input_ids, lengths, n_pred, P, continuation, rng) -> np.ndarray:
@@ -322,7 +387,7 @@ def _whole_word_positions(input_ids, lengths, n_pred, P, continuation, rng) -> n
     words while they fit in n_pred."""
     out = np.zeros((len(lengths), P), dtype=np.int64)
     for i, (ln, k) in enumerate(zip(lengths.tolist(), n_pred.tolist())):
-        cont = continuation[input_ids[i, 1:ln + 1]]
+        cont = continuation[input_ids[i, 1 : ln + 1]]
         words, cur = [], []
         for pos, c in enumerate(cont.tolist(), start=1):
             if c and cur:
@@ -338,39 +403,73 @@ def _whole_word_positions(input_ids, lengths, n_pred, P, continuation, rng) -> n
                 continue
             chosen += words[w]
         chosen.sort()
-        out[i, :len(chosen)] = chosen
+        out[i, : len(chosen)] = chosen
     return out
 
 
-def mask_copy(tokens: Tokens, starts, lengths, max_seq_length: int, max_predictions_per_seq: int,
-              masked_lm_prob: float, seed: int, whole_word_mask: bool = False) -> dict:
+def mask_copy(
+    tokens: Tokens,
+    starts,
+    lengths,
+    max_seq_length: int,
+    max_predictions_per_seq: int,
+    masked_lm_prob: float,
+    seed: int,
+    whole_word_mask: bool = False,
+) -> dict:
     """All instances of one copy, shuffled, masked with Generator(seed)."""
     rng = np.random.default_rng([seed, 1])  # stream 1: masking (stream 0 draws instances)
     perm = rng.permutation(len(starts))
     starts, lengths = starts[perm], lengths[perm]
-    parts = [mask_block(tokens.ids, starts[b:b + BLOCK], lengths[b:b + BLOCK], max_seq_length,
-                        max_predictions_per_seq, masked_lm_prob, tokens.meta, rng, whole_word_mask,
-                        tokens.meta["_continuation"])
-             for b in range(0, len(starts), BLOCK)]
+    parts = [
+        mask_block(
+            tokens.ids,
+            starts[b : b + BLOCK],
+            lengths[b : b + BLOCK],
+            max_seq_length,
+            max_predictions_per_seq,
+            masked_lm_prob,
+            tokens.meta,
+            rng,
+            whole_word_mask,
+            tokens.meta["_continuation"],
+        )
+        for b in range(0, len(starts), BLOCK)
+    ]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def check_args(max_seq_length: int, max_predictions_per_seq: int, masked_lm_prob: float, short_seq_prob: float,
-               where="samples") -> None:
+def check_args(
+    max_seq_length: int, max_predictions_per_seq: int, masked_lm_prob: float, short_seq_prob: float, where="samples"
+) -> None:
     if max_seq_length < 4:
         raise fail(where, "--max_seq_length", f"{max_seq_length} is too small (>= 4)")
     if not 1 <= max_predictions_per_seq < max_seq_length:
-        raise fail(where, "--max_predictions_per_seq",
-                   f"{max_predictions_per_seq} must be >= 1 and < --max_seq_length {max_seq_length}")
+        raise fail(
+            where,
+            "--max_predictions_per_seq",
+            f"{max_predictions_per_seq} must be >= 1 and < --max_seq_length {max_seq_length}",
+        )
     if not 0 < masked_lm_prob < 1:
         raise fail(where, "--masked_lm_prob", f"{masked_lm_prob} must be in (0, 1)")
     if not 0 <= short_seq_prob <= 1:
         raise fail(where, "--short_seq_prob", f"{short_seq_prob} must be in [0, 1]")
 
 
-def write_copies(tokens: Tokens, out_dir, shard_index: int, num_shards: int, copies, seed: int, max_seq_length: int,
-                 max_predictions_per_seq: int, masked_lm_prob: float, short_seq_prob: float = 0.1,
-                 whole_word_mask: bool = False, output=None) -> list[Path]:
+def write_copies(
+    tokens: Tokens,
+    out_dir,
+    shard_index: int,
+    num_shards: int,
+    copies,
+    seed: int,
+    max_seq_length: int,
+    max_predictions_per_seq: int,
+    masked_lm_prob: float,
+    short_seq_prob: float = 0.1,
+    whole_word_mask: bool = False,
+    output=None,
+) -> list[Path]:
     """Mask and write copies `copies` of one tokenized text shard; return the written paths."""
     check_args(max_seq_length, max_predictions_per_seq, masked_lm_prob, short_seq_prob, tokens.meta["source"])
     if seed < 0:
@@ -379,20 +478,36 @@ def write_copies(tokens: Tokens, out_dir, shard_index: int, num_shards: int, cop
         raise fail(tokens.meta["source"], "--whole_word_mask", "needs a WordPiece vocab (## pieces)")
     split = tokens.meta["split"]
     # instances: once per text shard, from the seed of copy 0 (seed + i), stream 0
-    starts, lengths = make_instances(tokens, max_seq_length, short_seq_prob,
-                                     np.random.default_rng([seed + output_index(shard_index, 0, num_shards), 0]))
+    starts, lengths = make_instances(
+        tokens,
+        max_seq_length,
+        short_seq_prob,
+        np.random.default_rng([seed + output_index(shard_index, 0, num_shards), 0]),
+    )
     written = []
     for j in copies:
         k = output_index(shard_index, j, num_shards)
         path = Path(output) if output is not None else Path(out_dir) / f"{split}_shard_{k}.hdf5"
-        arrays = mask_copy(tokens, starts, lengths, max_seq_length, max_predictions_per_seq, masked_lm_prob,
-                           seed + k, whole_word_mask)
-        attrs = {"generator": "bigs.data.samples", "source": tokens.meta["source"], "k": k, "copy": j,
-                 "shard_index": shard_index, "num_shards": num_shards, "seed": seed + k,
-                 "max_seq_length": max_seq_length, "max_predictions_per_seq": max_predictions_per_seq,
-                 "masked_lm_prob": masked_lm_prob, "short_seq_prob": short_seq_prob,
-                 "whole_word_mask": bool(whole_word_mask), "model_name": tokens.meta["model_name"],
-                 "vocab_md5": tokens.meta["vocab_md5"], "do_lower_case": bool(tokens.meta["do_lower_case"])}
+        arrays = mask_copy(
+            tokens, starts, lengths, max_seq_length, max_predictions_per_seq, masked_lm_prob, seed + k, whole_word_mask
+        )
+        attrs = {
+            "generator": "bigs.data.samples",
+            "source": tokens.meta["source"],
+            "k": k,
+            "copy": j,
+            "shard_index": shard_index,
+            "num_shards": num_shards,
+            "seed": seed + k,
+            "max_seq_length": max_seq_length,
+            "max_predictions_per_seq": max_predictions_per_seq,
+            "masked_lm_prob": masked_lm_prob,
+            "short_seq_prob": short_seq_prob,
+            "whole_word_mask": bool(whole_word_mask),
+            "model_name": tokens.meta["model_name"],
+            "vocab_md5": tokens.meta["vocab_md5"],
+            "do_lower_case": bool(tokens.meta["do_lower_case"]),
+        }
         from bigs.data.format import write_shard
 
         written.append(write_shard(path, attrs=attrs, **arrays))
@@ -420,15 +535,37 @@ def _job(args):
     path, out_dir, i, n, settings, vocab_args = args
     vocab = load_vocab(**vocab_args)
     tokens = tokenize_file(path, vocab)
-    return write_copies(tokens, out_dir, i, n, range(settings["dup_factor"]), settings["seed"],
-                        settings["max_seq_length"], settings["max_predictions_per_seq"], settings["masked_lm_prob"],
-                        settings["short_seq_prob"], settings["whole_word_mask"])
+    return write_copies(
+        tokens,
+        out_dir,
+        i,
+        n,
+        range(settings["dup_factor"]),
+        settings["seed"],
+        settings["max_seq_length"],
+        settings["max_predictions_per_seq"],
+        settings["masked_lm_prob"],
+        settings["short_seq_prob"],
+        settings["whole_word_mask"],
+    )
 
 
-def generate(text_dir, out_dir, dup_factor: int = 1, seed: int = 555, vocab_file=None, do_lower_case: bool = True,
-             masked_lm_prob: float = 0.15, max_seq_length: int = 512, model_name: str = "bert-large-uncased",
-             max_predictions_per_seq: int = 20, n_processes: int = 1, short_seq_prob: float = 0.1,
-             whole_word_mask: bool = False, overwrite: bool = False) -> list[Path]:
+def generate(
+    text_dir,
+    out_dir,
+    dup_factor: int = 1,
+    seed: int = 555,
+    vocab_file=None,
+    do_lower_case: bool = True,
+    masked_lm_prob: float = 0.15,
+    max_seq_length: int = 512,
+    model_name: str = "bert-large-uncased",
+    max_predictions_per_seq: int = 20,
+    n_processes: int = 1,
+    short_seq_prob: float = 0.1,
+    whole_word_mask: bool = False,
+    overwrite: bool = False,
+) -> list[Path]:
     """Every text shard in `text_dir` -> dup_factor hdf5 shards in `out_dir`."""
     text_dir, out_dir = Path(text_dir), Path(out_dir)
     check_args(max_seq_length, max_predictions_per_seq, masked_lm_prob, short_seq_prob, text_dir)
@@ -439,11 +576,19 @@ def generate(text_dir, out_dir, dup_factor: int = 1, seed: int = 555, vocab_file
     shards = text_shards(text_dir)
     vocab_args = {"model_name": model_name, "vocab_file": vocab_file, "do_lower_case": bool(do_lower_case)}
     vocab = load_vocab(**vocab_args)  # fail fast, in the parent
-    settings = {"dup_factor": dup_factor, "seed": seed, "masked_lm_prob": masked_lm_prob,
-                "max_seq_length": max_seq_length, "max_predictions_per_seq": max_predictions_per_seq,
-                "short_seq_prob": short_seq_prob, "whole_word_mask": bool(whole_word_mask), "vocab_md5": vocab.md5,
-                "do_lower_case": bool(do_lower_case), "model_name": model_name,
-                "inputs": {p.name: p.stat().st_size for v in shards.values() for p in v}}
+    settings = {
+        "dup_factor": dup_factor,
+        "seed": seed,
+        "masked_lm_prob": masked_lm_prob,
+        "max_seq_length": max_seq_length,
+        "max_predictions_per_seq": max_predictions_per_seq,
+        "short_seq_prob": short_seq_prob,
+        "whole_word_mask": bool(whole_word_mask),
+        "vocab_md5": vocab.md5,
+        "do_lower_case": bool(do_lower_case),
+        "model_name": model_name,
+        "inputs": {p.name: p.stat().st_size for v in shards.values() for p in v},
+    }
     _check_output(out_dir, settings, overwrite)
     jobs = [(p, out_dir, i, len(v), settings, vocab_args) for v in shards.values() for i, p in enumerate(v)]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -466,8 +611,12 @@ def _check_output(out: Path, settings: dict, overwrite: bool) -> None:
         prev = json.loads(old.read_text())
         if prev != settings:
             diff = sorted(k for k in set(prev) | set(settings) if prev.get(k) != settings.get(k))
-            raise fail(out, "-o", f"holds shards made with different settings ({', '.join(diff)}) — choose "
-                       "another directory or pass --overwrite")
+            raise fail(
+                out,
+                "-o",
+                f"holds shards made with different settings ({', '.join(diff)}) — choose "
+                "another directory or pass --overwrite",
+            )
     elif has_shards:
         raise fail(out, "-o", "holds .hdf5 shards of unknown settings — choose another directory or pass --overwrite")
 
@@ -476,8 +625,11 @@ def _check_output(out: Path, settings: dict, overwrite: bool) -> None:
 def _add_model_args(p):
     p.add_argument("--vocab_file", default=None, help="WordPiece vocab.txt (default: bundled for bert-*-uncased)")
     p.add_argument("--do_lower_case", type=int, default=1, help="1 = lower case (uncased models), 0 = keep case")
-    p.add_argument("--model_name", default="bert-large-uncased",
-                   help="bert-large-uncased / bert-base-uncased (bundled vocab) or a transformers tokenizer name/path")
+    p.add_argument(
+        "--model_name",
+        default="bert-large-uncased",
+        help="bert-large-uncased / bert-base-uncased (bundled vocab) or a transformers tokenizer name/path",
+    )
 
 
 def _add_mask_args(p, max_seq_length_default=512):
@@ -494,8 +646,9 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if argv and argv[0] == "tokenize":
-        p = argparse.ArgumentParser(prog="python -m bigs.data.samples tokenize",
-                                    description="Tokenize one text shard once -> .npz token file")
+        p = argparse.ArgumentParser(
+            prog="python -m bigs.data.samples tokenize", description="Tokenize one text shard once -> .npz token file"
+        )
         p.add_argument("--input", required=True, help="text shard, e.g. SHARDS/training3.txt")
         p.add_argument("--output", required=True, help="token file, e.g. TOK/training3.npz")
         _add_model_args(p)
@@ -503,12 +656,19 @@ def main(argv=None):
         vocab = load_vocab(a.model_name, a.vocab_file, bool(a.do_lower_case))
         t = tokenize_file(a.input, vocab)
         save_tokens(t, a.output)
-        log.info("%s: %d tokens, %d sentences, %d documents", a.output, len(t.ids), len(t.sent_offsets) - 1,
-                 len(t.doc_offsets) - 1)
+        log.info(
+            "%s: %d tokens, %d sentences, %d documents",
+            a.output,
+            len(t.ids),
+            len(t.sent_offsets) - 1,
+            len(t.doc_offsets) - 1,
+        )
         return
     if argv and argv[0] == "mask":
-        p = argparse.ArgumentParser(prog="python -m bigs.data.samples mask",
-                                    description="Mask copy j of one tokenized text shard -> {split}_shard_{k}.hdf5")
+        p = argparse.ArgumentParser(
+            prog="python -m bigs.data.samples mask",
+            description="Mask copy j of one tokenized text shard -> {split}_shard_{k}.hdf5",
+        )
         p.add_argument("--tokens", required=True, help="token file from `tokenize`")
         p.add_argument("--output", required=True, help="hdf5 path; its name should be {split}_shard_{k}.hdf5")
         p.add_argument("--copy", type=int, required=True, help="dup copy j in 0..dup_factor-1")
@@ -528,10 +688,26 @@ def main(argv=None):
         k = output_index(i, a.copy, a.num_shards)
         m = re.fullmatch(r"(train|test)_shard_(\d+)\.hdf5", Path(a.output).name)
         if m and (int(m.group(2)) != k or m.group(1) != t.meta["split"]):
-            raise fail(a.output, "--output", f"name does not match {t.meta['split']}_shard_{k}.hdf5 "
-                       f"(k = copy {a.copy} * num_shards {a.num_shards} + shard_index {i})")
-        write_copies(t, None, i, a.num_shards, [a.copy], a.seed, a.max_seq_length, a.max_predictions_per_seq,
-                     a.masked_lm_prob, a.short_seq_prob, a.whole_word_mask, output=a.output)
+            raise fail(
+                a.output,
+                "--output",
+                f"name does not match {t.meta['split']}_shard_{k}.hdf5 "
+                f"(k = copy {a.copy} * num_shards {a.num_shards} + shard_index {i})",
+            )
+        write_copies(
+            t,
+            None,
+            i,
+            a.num_shards,
+            [a.copy],
+            a.seed,
+            a.max_seq_length,
+            a.max_predictions_per_seq,
+            a.masked_lm_prob,
+            a.short_seq_prob,
+            a.whole_word_mask,
+            output=a.output,
+        )
         return
     p = argparse.ArgumentParser(prog="python -m bigs.data.samples", description=__doc__.split("\n\n")[0])
     p.add_argument("--dir", required=True, help="text shards (training{i}.txt, test{i}.txt)")
@@ -543,9 +719,22 @@ def main(argv=None):
     _add_model_args(p)
     _add_mask_args(p)
     a = p.parse_args(argv)
-    for w in generate(a.dir, a.o, a.dup_factor, a.seed, a.vocab_file, bool(a.do_lower_case), a.masked_lm_prob,
-                      a.max_seq_length, a.model_name, a.max_predictions_per_seq, a.n_processes, a.short_seq_prob,
-                      a.whole_word_mask, a.overwrite):
+    for w in generate(
+        a.dir,
+        a.o,
+        a.dup_factor,
+        a.seed,
+        a.vocab_file,
+        bool(a.do_lower_case),
+        a.masked_lm_prob,
+        a.max_seq_length,
+        a.model_name,
+        a.max_predictions_per_seq,
+        a.n_processes,
+        a.short_seq_prob,
+        a.whole_word_mask,
+        a.overwrite,
+    ):
         print(w)
 
 

@@ -122,17 +122,32 @@ def check_output(out: Path, settings: dict, overwrite: bool) -> None:
         return
     old = out / SETTINGS
     if not old.is_file():
-        raise fail(out, "-o", "exists and holds files not written by bigs.data.shard — choose another "
-                   "directory or pass --overwrite")
+        raise fail(
+            out,
+            "-o",
+            "exists and holds files not written by bigs.data.shard — choose another directory or pass --overwrite",
+        )
     prev = json.loads(old.read_text())
     if prev != settings:
         diff = sorted(k for k in set(prev) | set(settings) if prev.get(k) != settings.get(k))
-        raise fail(out, "-o", f"holds shards made with different settings ({', '.join(diff)}) — "
-                   "choose another directory or pass --overwrite")
+        raise fail(
+            out,
+            "-o",
+            f"holds shards made with different settings ({', '.join(diff)}) — "
+            "choose another directory or pass --overwrite",
+        )
 
 
-def shard(txt_dir, out, num_train: int, num_test: int, frac_test: float, seed: int = 12345,
-          n_processes: int = 1, overwrite: bool = False) -> dict:
+def shard(
+    txt_dir,
+    out,
+    num_train: int,
+    num_test: int,
+    frac_test: float,
+    seed: int = 12345,
+    n_processes: int = 1,
+    overwrite: bool = False,
+) -> dict:
     """Run the stage; return per-shard sentence counts."""
     txt_dir, out = Path(txt_dir), Path(out)
     if num_train < 1:
@@ -146,8 +161,13 @@ def shard(txt_dir, out, num_train: int, num_test: int, frac_test: float, seed: i
     files = sorted(p for p in txt_dir.iterdir() if p.suffix == ".txt" and p.is_file())
     if not files:
         raise fail(txt_dir, "--dir", "no .txt files (make them with python -m bigs.data.process)")
-    settings = {"num_train_shards": num_train, "num_test_shards": num_test, "frac_test": frac_test,
-                "seed": seed, "inputs": {p.name: p.stat().st_size for p in files}}
+    settings = {
+        "num_train_shards": num_train,
+        "num_test_shards": num_test,
+        "frac_test": frac_test,
+        "seed": seed,
+        "inputs": {p.name: p.stat().st_size for p in files},
+    }
     check_output(out, settings, overwrite)
 
     from bigs.data.punkt import ensure_punkt
@@ -158,8 +178,10 @@ def shard(txt_dir, out, num_train: int, num_test: int, frac_test: float, seed: i
         spill = tmp / ".spill.txt"
         counts = []
         ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
-        with ctx.Pool(n_processes, initializer=_init_worker, initargs=(env,)) as pool, \
-                open(spill, "w", encoding="utf-8", newline="\n") as sp:
+        with (
+            ctx.Pool(n_processes, initializer=_init_worker, initargs=(env,)) as pool,
+            open(spill, "w", encoding="utf-8", newline="\n") as sp,
+        ):
             for chunk in bounded_imap(pool, _split_chunk, _chunks(iter_articles(files), CHUNK), 4 * n_processes):
                 for sents in chunk:
                     if sents:
@@ -167,9 +189,12 @@ def shard(txt_dir, out, num_train: int, num_test: int, frac_test: float, seed: i
                         sp.write("\n".join(sents) + "\n\n")
         counts = np.asarray(counts, dtype=np.int64)
         if len(counts) < num_train + num_test:
-            raise fail(txt_dir, "--num_train_shards/--num_test_shards",
-                       f"fewer articles ({len(counts)}) than shards ({num_train} train + {num_test} test = "
-                       f"{num_train + num_test}) — add text or ask for fewer shards")
+            raise fail(
+                txt_dir,
+                "--num_train_shards/--num_test_shards",
+                f"fewer articles ({len(counts)}) than shards ({num_train} train + {num_test} test = "
+                f"{num_train + num_test}) — add text or ask for fewer shards",
+            )
         shard_of = assign(counts, num_train, num_test, frac_test, seed)
         names = shard_names(num_train, num_test)
         for lo in range(0, len(names), MAX_OPEN):  # pass 2: spill -> shard files
@@ -193,9 +218,16 @@ def shard(txt_dir, out, num_train: int, num_test: int, frac_test: float, seed: i
         (tmp / SETTINGS).write_text(json.dumps(settings, indent=1, sort_keys=True))
     per_shard = np.bincount(shard_of, weights=counts, minlength=len(names)).astype(int)
     tr, te = per_shard[:num_train], per_shard[num_train:]
-    log.info("%d articles, %d sentences -> %d train shards (sentences min %d max %d), %d test shards%s",
-             len(counts), counts.sum(), num_train, tr.min(), tr.max(), num_test,
-             f" (sentences min {te.min()} max {te.max()})" if num_test else "")
+    log.info(
+        "%d articles, %d sentences -> %d train shards (sentences min %d max %d), %d test shards%s",
+        len(counts),
+        counts.sum(),
+        num_train,
+        tr.min(),
+        tr.max(),
+        num_test,
+        f" (sentences min {te.min()} max {te.max()})" if num_test else "",
+    )
     return dict(zip(names, per_shard.tolist()))
 
 
@@ -213,8 +245,16 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.n_processes < 1:
         raise fail(args.dir, "--n_processes", "must be >= 1")
-    shard(args.dir, args.o, args.num_train_shards, args.num_test_shards, args.frac_test, args.seed,
-          args.n_processes, args.overwrite)
+    shard(
+        args.dir,
+        args.o,
+        args.num_train_shards,
+        args.num_test_shards,
+        args.frac_test,
+        args.seed,
+        args.n_processes,
+        args.overwrite,
+    )
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def is_remote(uri) -> bool:
 
 def split_gcs(uri: str) -> tuple[str, str]:
     """gs://bucket/a/b -> ("bucket", "a/b")."""
-    rest = uri[len("gs://"):]
+    rest = uri[len("gs://") :]
     bucket, _, name = rest.partition("/")
     if not bucket:
         raise fail(uri, "uri", "expected gs://bucket/prefix")
@@ -81,8 +81,9 @@ def gcs_client():
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "test"),
-                              credentials=AnonymousCredentials())
+        return storage.Client(
+            project=os.environ.get("GOOGLE_CLOUD_PROJECT", "test"), credentials=AnonymousCredentials()
+        )
     try:
         return storage.Client()
     except Exception:  # no default credentials: public buckets still work
@@ -109,8 +110,12 @@ def _with_retries(uri: str, what: str, fn):
             raise
         except Exception as exc:  # network errors come in many types (requests, urllib, api_core)
             if _permanent(exc) or attempt == n:
-                raise fail(uri, what, f"failed after {attempt} attempt(s): {type(exc).__name__}: "
-                           f"{str(exc)[:300]} — check the address, credentials and network, then re-run") from None
+                raise fail(
+                    uri,
+                    what,
+                    f"failed after {attempt} attempt(s): {type(exc).__name__}: "
+                    f"{str(exc)[:300]} — check the address, credentials and network, then re-run",
+                ) from None
             time.sleep(wait)
             wait *= 2
 
@@ -121,8 +126,11 @@ def _list_gcs(uri: str) -> list[RemoteFile]:
 
     def go():
         blobs = gcs_client().list_blobs(bucket, prefix=prefix, delimiter="/", retry=None, timeout=timeout())
-        return [RemoteFile(f"gs://{bucket}/{b.name}", b.name.rsplit("/", 1)[-1], b.size, _gcs_md5_hex(b.md5_hash))
-                for b in blobs if not b.name.endswith("/")]
+        return [
+            RemoteFile(f"gs://{bucket}/{b.name}", b.name.rsplit("/", 1)[-1], b.size, _gcs_md5_hex(b.md5_hash))
+            for b in blobs
+            if not b.name.endswith("/")
+        ]
 
     return _with_retries(uri, "list", go)
 
@@ -155,8 +163,10 @@ def gsutil_cp(uris: list[str], dest_dir) -> None:
     proc = subprocess.run(cmd, input="\n".join(uris) + "\n", text=True, capture_output=True)
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-3:]
-        raise BigsError(f"{dest_dir}: gsutil: `{' '.join(cmd)}` failed ({'; '.join(tail)}) — "
-                        "check `gsutil ls` works, or set BIGS_GSUTIL=never to use google-cloud-storage")
+        raise BigsError(
+            f"{dest_dir}: gsutil: `{' '.join(cmd)}` failed ({'; '.join(tail)}) — "
+            "check `gsutil ls` works, or set BIGS_GSUTIL=never to use google-cloud-storage"
+        )
 
 
 # ---------------------------------------------------------------- http(s)
@@ -227,10 +237,12 @@ def download(uri: str, dest, *, md5: str | None = None, size: int | None = None)
             def go():
                 with open(tmp, "wb") as fh:  # reopened per attempt: no half-written carry-over
                     gcs_client().bucket(bucket).blob(name).download_to_file(
-                        fh, retry=None, timeout=timeout(), checksum=None)
+                        fh, retry=None, timeout=timeout(), checksum=None
+                    )
 
             _with_retries(uri, "download", go)
         elif uri.startswith(("http://", "https://")):
+
             def go():
                 with urllib.request.urlopen(uri, timeout=timeout()) as r, open(tmp, "wb") as fh:
                     shutil.copyfileobj(r, fh, 1 << 20)
@@ -245,11 +257,15 @@ def download(uri: str, dest, *, md5: str | None = None, size: int | None = None)
             shutil.copyfile(uri, tmp)
         got_size = os.path.getsize(tmp)
         if size is not None and got_size != size:
-            raise fail(dest, "size", f"downloaded {got_size} bytes from {uri}, expected {size} — bad file removed; re-run")
+            raise fail(
+                dest, "size", f"downloaded {got_size} bytes from {uri}, expected {size} — bad file removed; re-run"
+            )
         if md5 is not None:
             got = md5_file(tmp)
             if got != md5:
-                raise fail(dest, "md5", f"checksum mismatch for {uri}: got {got}, expected {md5} — bad file removed; re-run")
+                raise fail(
+                    dest, "md5", f"checksum mismatch for {uri}: got {got}, expected {md5} — bad file removed; re-run"
+                )
     return dest
 
 
@@ -257,8 +273,13 @@ def upload(local, uri: str) -> None:
     """Upload one local file to gs://bucket/name, or copy it to a local path."""
     if uri.startswith("gs://"):
         bucket, name = split_gcs(uri)
-        _with_retries(uri, "upload", lambda: gcs_client().bucket(bucket).blob(name).upload_from_filename(
-            str(local), retry=None, timeout=timeout()))
+        _with_retries(
+            uri,
+            "upload",
+            lambda: (
+                gcs_client().bucket(bucket).blob(name).upload_from_filename(str(local), retry=None, timeout=timeout())
+            ),
+        )
     else:
         with atomic_path(uri) as tmp:
             shutil.copyfile(local, tmp)
