@@ -9,12 +9,14 @@ logging flags. Runs on
 `--dataset_path` is a local directory or gs://bucket/prefix (shards are streamed: fetched,
 used, deleted; the next one is prefetched in the background).
 
-Reading order: flags -> pure helpers (lr schedule, batches, checkpoints) -> main(): device,
-data, model, optimizer, resume, loop. Device back-ends differ only in lines marked `# [xla]`,
-`# [cuda]` or `# [ddp]`.
+Reading order: flags -> pure helpers (global batch, lr schedule, data stream, checkpoints) ->
+the set-up steps main() names (device, output dir, optimizer, summary, logging, evaluation) ->
+main(): set-up, then the loop. Device back-ends differ only in lines marked `# [xla]`, `# [cuda]`
+or `# [ddp]`.
 
-Exit codes: 0 done, 2 bad input, 3 stopped by SIGTERM/SIGUSR1 after writing a checkpoint
-(requeue the job: it resumes), 4 non-finite loss (names the step and the last good checkpoint),
+Exit codes: 0 done, 2 bad input or a busy output_dir, 3 stopped by SIGTERM/SIGUSR1 or a first
+Ctrl-C after writing a checkpoint (requeue the job: it resumes), 4 non-finite loss (names the
+step and the last good checkpoint),
 5 a peer rank or node died or hung past --dist_timeout (rerun on every node: it resumes).
 """
 

@@ -198,6 +198,16 @@ def make_shard(path, n, L=32, P=5, seed=0):
     )
 
 
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    """Three small train shards (40, 47, 54 instances) and a test shard of make_shard's data."""
+    d = tmp_path_factory.mktemp("shards")
+    for k in range(3):
+        make_shard(d / f"train_shard_{k}.hdf5", 40 + 7 * k, seed=k)
+    make_shard(d / "test_shard_0.hdf5", 30, seed=99)
+    return d
+
+
 def tiny_args(data, out, steps=30, **over) -> list[str]:
     flags = dict(
         output_dir=out,

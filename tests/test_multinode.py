@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import free_port, make_shard, metrics, tiny_args
+from conftest import free_port, metrics, tiny_args
 
 pytestmark = pytest.mark.slow
 
@@ -29,15 +29,6 @@ COMMON = dict(steps=20, save_steps=10, eval_steps=20, hidden_dropout_prob=0.0)
 # 30, so the resumed run must end at the weights of an uninterrupted 30-step one-process run.
 FAULT = dict(COMMON, steps=30, schedule_type="constant", warmup_steps=0, eval_steps=30)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("shards")
-    for k in range(3):
-        make_shard(d / f"train_shard_{k}.hdf5", 40 + 7 * k, seed=k)
-    make_shard(d / "test_shard_0.hdf5", 30, seed=99)
-    return d
 
 
 def torchrun(node_rank: int | None, port: int, rdzv: str = "static") -> list[str]:

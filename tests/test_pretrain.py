@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_shard, metrics, run_cli, tiny_args, weights_hash
+from conftest import metrics, run_cli, tiny_args, weights_hash
 
 from bigs.errors import BigsError
 from bigs.pretrain import accumulation_steps, eval_cost_fraction, is_paper_recipe, lr_at, param_groups, parse_args
@@ -32,15 +32,6 @@ SEED_GPU_COMMAND = """--output_dir=BiGS_100k/ --dataset_path=PATH_OF_YOUR_TRAIN_
 --logging_steps=100 --save_steps=5000 --eval_steps=8000 --n_layers=23 --warmup_steps=2000
 --num_total_train_steps=100000 --hidden_dropout_prob=0.1 --hidden_size=1024 --intermediate_size=3072
 --schedule_type=cosine"""
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("shards")
-    for k in range(3):
-        make_shard(d / f"train_shard_{k}.hdf5", 40 + 7 * k, seed=k)
-    make_shard(d / "test_shard_0.hdf5", 30, seed=99)
-    return d
 
 
 # ----------------------------------------------------------------------------- pure helpers
