@@ -62,7 +62,9 @@ def main():
     for n in (1, 2):
         out = work / f"shards{n}"
         shutil.rmtree(out, ignore_errors=True)
-        m = measure(f"from bigs.data.shard import shard; shard({str(corpus)!r}, {str(out)!r}, 4, 2, 0.1, 1, {n})")
+        m = measure(
+            f"from bigs.data.shard import shard; shard({str(corpus)!r}, {str(out)!r}, 4, 2, 0.1, 1, n_processes={n})"
+        )
         print(
             f"shard      n_processes={n}: {text_mb:.2f} MB in {m['seconds']:.2f} s = {text_mb / m['seconds']:.2f} MB/s, "
             f"peak RSS {m['peak_rss_mb']:.0f} MB"

@@ -3,10 +3,11 @@ GLUE suite at the original's settings; prints figures, asserts nothing.
 
     python benchmarks/bench_finetune.py                                  # tiny + base on CPU (or the GPU)
     python benchmarks/bench_finetune.py --sizes paper --steps 20         # on a GPU (bf16)
-    python benchmarks/bench_finetune.py --sizes tiny --steps 3 --batch 4 --seq 16   # smoke test
+    python benchmarks/bench_finetune.py --smoke                          # tiny, a few steps (CI)
 
-One fine-tuning step = bigs.finetune's: forward + backward of the sequence-classification model
-(BiGS with its non-pad-mean pooler; BERT with its [CLS] pooler), grad-norm clip, AdamW, on
+One fine-tuning step = bigs.finetune's, bigs.train.step.train_step: forward + backward of the
+sequence-classification model (BiGS with its non-pad-mean pooler; BERT with its [CLS] pooler),
+grad-norm clip 1.0, AdamW with HF's settings over the trainer's groups, on
 padded batches of `--batch` x `--seq` (the original: 16 x 128, REFERENCE.md §5), bf16 autocast
 on CUDA. "Equal size": same layers and hidden size, BERT's intermediate size 1.5x BiGS's so the
 encoder weights match (per layer BiGS 4H^2 + 3HI, BERT 4H^2 + 2HI'; presets/compare.yaml).
@@ -20,11 +21,14 @@ same as from scratch.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from bench_pretrain import measure  # benchmarks/ is this script's sys.path[0]
 
-from bigs.pretrain import param_groups
+from bigs.train.metrics import human_time
+from bigs.train.optim import build_optimizer
+from bigs.train.runtime import Runtime, setup
+from bigs.train.step import train_step
 
 SIZES = {  # name: (layers, hidden, BiGS intermediate)
     "tiny": (2, 128, 256),
@@ -85,44 +89,29 @@ def build(kind: str, size: str, seq: int):
     )
 
 
-def bench(kind: str, size: str, batch: int, seq: int, steps: int, device: torch.device) -> dict:
+def bench(kind: str, size: str, batch: int, seq: int, steps: int, rt: Runtime) -> dict:
     torch.manual_seed(0)
-    model = build(kind, size, seq).to(device)
-    opt = torch.optim.AdamW(param_groups(model, 0.0, verbose=False), lr=2e-5)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    model = build(kind, size, seq).to(rt.device)
+    opt = build_optimizer(model, lr=2e-5, weight_decay=0.0)  # bigs.finetune's: HF's AdamW defaults
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, 30000, (batch, seq), generator=g).to(device)
+    ids = torch.randint(1000, 30000, (batch, seq), generator=g)
     mask = torch.ones_like(ids)
     mask[: batch // 2, seq // 2 :] = 0  # half the rows padded: BiGS's pooler sees it, the SSMs don't
-    labels = torch.randint(0, 2, (batch,), generator=g).to(device)
+    labels = torch.randint(0, 2, (batch,), generator=g)
+    micro = [rt.to_device({"input_ids": ids, "attention_mask": mask, "labels": labels})]
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    def fine_tune():
+        return train_step(model, micro, opt, rt=rt, weights=[1.0], max_grad_norm=1.0)[0]
 
-    def train_step():
-        with autocast:
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    def eval_step():
-        with torch.no_grad(), autocast:
-            model(input_ids=ids, attention_mask=mask)
+    @torch.no_grad()
+    def predict():
+        with rt.autocast():
+            return model(input_ids=micro[0]["input_ids"], attention_mask=micro[0]["attention_mask"]).logits.sum()
 
     rates = {}
-    for name, fn in (("train", train_step), ("eval", eval_step)):
+    for name, fn in (("train", fine_tune), ("eval", predict)):
         model.train(name == "train")
-        for _ in range(2):  # warm-up
-            fn()
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        sync()
-        rates[name] = steps * batch / (time.perf_counter() - t0)
+        rates[name] = batch / measure(fn, steps, rt.device)["s_per_step"]
     encoder = sum(p.numel() for n, p in model.named_parameters() if ".layer." in n)
     return {
         "train": rates["train"],
@@ -130,10 +119,6 @@ def bench(kind: str, size: str, batch: int, seq: int, steps: int, device: torch.
         "encoder_params": encoder,
         "params": sum(p.numel() for p in model.parameters()),
     }
-
-
-def human(s: float) -> str:
-    return f"{s / 3600:.1f} h" if s >= 3600 else (f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s")
 
 
 def main() -> None:
@@ -144,29 +129,30 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--smoke", action="store_true", help="tiny size, batch 4 × L 16, 3 steps (seconds)")
     args = p.parse_args()
+    if args.smoke:
+        args.sizes, args.batch, args.seq, args.steps = ["tiny"], 4, 16, 3
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(
-        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
-    )
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    rt = setup(args.device)  # bf16 autocast on CUDA, as bigs.finetune
+    where = torch.cuda.get_device_name(rt.device) if rt.kind == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(
         f"device: {where}; batch {args.batch} x L {args.seq}; {args.steps} timed steps; "
-        f"{'bf16 autocast' if device.type == 'cuda' else 'fp32'}"
+        f"{'bf16 autocast' if rt.bf16 else 'fp32'}"
     )
     print(
         f"{'size':6} {'model':5} {'encoder params':>15} {'train ex/s':>11} {'eval ex/s':>10} {'GLUE suite (3 epochs, 1 device)':>32}"
     )
     for size in args.sizes:
         for kind in ("bigs", "bert"):
-            r = bench(kind, size, args.batch, args.seq, args.steps, device)
+            r = bench(kind, size, args.batch, args.seq, args.steps, rt)
             per_task = {t: EPOCHS * TRAIN[t] / r["train"] + DEV[t] / r["eval"] for t in TRAIN}  # dev once, at the end
             print(
                 f"{size:6} {kind:5} {r['encoder_params']:>15,} {r['train']:>11.1f} {r['eval']:>10.1f} "
-                f"{human(sum(per_task.values())):>32}"
+                f"{human_time(sum(per_task.values())):>32}"
             )
-            print("       per task: " + ", ".join(f"{t} {human(s)}" for t, s in per_task.items()))
+            print("       per task: " + ", ".join(f"{t} {human_time(s)}" for t, s in per_task.items()))
 
 
 if __name__ == "__main__":

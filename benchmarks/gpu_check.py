@@ -3,10 +3,19 @@
     bash benchmarks/gpu_check.sh OUT_DIR            # one GPU, paper size; < 8 min on an H200
     bash benchmarks/gpu_check.sh --smoke OUT_DIR    # the same code at tiny sizes, CPU or GPU (~1 min)
 
-Writes OUT_DIR/gpu_check.json with the top-level keys parity, step, long_sequence, training,
-projection, and OUT_DIR/gpu_check.md (the same as tables, also printed at the end). Each section
-has a time budget and records "skipped: reason" for what would not fit, and its own exception
-instead of losing the others. Exit 1 when a check failed or anything errored, 2 on bad usage.
+Writes OUT_DIR/gpu_check.json with the top-level keys preflight, parity, step, long_sequence,
+training, projection, and OUT_DIR/gpu_check.md (the same as tables, also printed at the end).
+
+Time: the whole check ends within 8 minutes of the shell script's start, whatever happens. The
+budget counts from there (imports and CUDA start-up included); each section has its share and
+every part of it is planned from measured times (CLI start-ups, steps, checkpoint writes, the
+in-process sync counts): what would not fit is "skipped: reason", never overrun. A child process
+that runs past its time is killed with its log kept. At the hard stop (TOTAL_S) a watchdog kills
+any child, writes the JSON and markdown of what was measured, and exits 1.
+
+Pre-flight: without a usable GPU the full check stops within seconds (exit 3), printing the
+driver (nvidia-smi) and torch's own reason (a CPU build, no device, a driver older than the
+wheel's CUDA). Exit 1 when a check failed or anything errored, 2 on bad usage.
 
 Sizes are the trainer's flags: its defaults are the paper recipe (23 layers, H 1024, I 3072,
 N 64, L 128, micro-batch 131; bigs.pretrain.build_parser), --smoke overrides them, and the
@@ -20,6 +29,7 @@ import collections
 import contextlib
 import copy
 import gc
+import itertools
 import json
 import os
 import shutil
@@ -27,6 +37,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import warnings
@@ -36,17 +47,24 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from bench_pretrain import RECIPE_TOKENS, synthetic_shard  # benchmarks/ is this script's sys.path[0]
+from bench_pretrain import RECIPE_TOKENS, measure, synthetic_shard, trainer_args, trainer_step
 
 from bigs.data.format import read_shard, write_shard
-from bigs.pretrain import TrainStream, build_model, build_optimizer, flops_per_token, parse_args, peak_flops
+from bigs.data.stream import TrainStream
+from bigs.pretrain import build_model
+from bigs.train import runtime
+from bigs.train.metrics import flops_per_token, peak_flops
+from bigs.train.runtime import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("parity", "step", "long_sequence", "training", "projection")
+SECTIONS = ("parity", "step", "long_sequence", "training", "projection")  # after "preflight"
 LOGITS_ATOL = 1e-4  # fp32 logits, CUDA vs CPU and Toeplitz vs FFT: the same model
 BF16_LOSS_RTOL = 0.02  # bf16-autocast loss vs fp32 loss: autocast must not change what is learnt
-TOTAL_S = 440  # the whole run after the imports (≈10 s), so the whole check fits in 8 minutes of a lent GPU
-BUDGET_S = {"parity": 40, "step": 110, "long_sequence": 70, "training": 170}  # torch.compile gets what is left
+TOTAL_S = 470  # from gpu_check.sh's start to the hard stop: the whole check ends within 8 minutes of a lent GPU
+BUDGET_S = {"parity": 40, "step": 120, "long_sequence": 70, "training": 170}  # torch.compile gets what is left
+CLI_START_S = 25  # one `python -m bigs.pretrain` start-up: imports, CUDA, model build (paper size)
+WRITE_GBPS = 0.5  # checkpoint and final/ writes, GB/s (a slow local disk; model + 2 Adam moments, fp32)
+SYNC_S = 40  # sync_counts: four in-process runs of bigs.pretrain.main (CUDA only)
 MLM_FRACTION = 0.15  # masked tokens per sequence at long L, as BERT's 15 % (P 20 at L 128)
 TRAIN_VOCAB = 128  # the training section's shards use this many distinct word ids (training_shard)
 
@@ -84,7 +102,7 @@ FULL = Plan(
         "5",
     ],
     sync=["--hidden_size", "128", "--intermediate_size", "384", "--per_device_train_batch_size", "8"],
-    long_lengths=(512, 1024, 4096),
+    long_lengths=(512, 1024, 2048, 4096),
     timed_steps=10,
     train_steps=300,
     resume_at=250,
@@ -129,7 +147,8 @@ SMOKE = Plan(
     compile_min_s=20,
 )
 
-T0 = time.time()
+# The budget counts from the shell script's start (gpu_check.sh exports it): imports and CUDA start-up included.
+T0 = float(os.environ.get("BIGS_GPU_CHECK_T0") or time.time())
 
 
 def say(msg: str) -> None:
@@ -137,13 +156,14 @@ def say(msg: str) -> None:
 
 
 class Budget:
-    """Seconds left for one section, never past the end of the whole run."""
+    """Seconds left for one section, never past the end of the whole run (clock: injectable for tests)."""
 
-    def __init__(self, seconds: float, run_end: float):
-        self.end = min(time.time() + seconds, run_end)
+    def __init__(self, seconds: float, run_end: float, clock=time.time):
+        self.clock = clock
+        self.end = min(clock() + seconds, run_end)
 
     def left(self) -> float:
-        return self.end - time.time()
+        return self.end - self.clock()
 
     def skip(self, need: float) -> str | None:
         """'skipped: …' when `need` seconds do not fit, else None."""
@@ -152,16 +172,17 @@ class Budget:
         )
 
 
-def trainer_args(*flags: str) -> argparse.Namespace:
-    """The trainer's parsed flags (defaults = the paper recipe; L 128, the authors' shards' length,
-    unless a flag says otherwise), for build_model and flops_per_token."""
-    return parse_args(["--output_dir", "-", "--dataset_path", "-", "--max_seq_length", "128", *flags])
-
-
 def free(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+def tf32(rt: Runtime, on: bool) -> None:
+    """TF32 for CUDA matmuls and cuDNN convolutions (training's setting is bigs.train.runtime.TF32)."""
+    if rt.kind == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = on
+        torch.backends.cudnn.allow_tf32 = on
 
 
 def check(measured: float, limit: float) -> dict:
@@ -194,7 +215,7 @@ def device_batches(args, gather: str, device: torch.device, directory: Path, n: 
     """n micro-batches in the trainer's layout (its TrainStream), already on the device."""
     B = args.per_device_train_batch_size
     path = shard_for(args, n * B, directory)
-    stream = iter(TrainStream([str(path)], B, 0, 1, seed=0, fixed_shape=gather == "positions"))
+    stream = iter(TrainStream([str(path)], per_device=B, fixed_shape=gather == "positions"))
     return [{k: v.to(device) for k, v in next(stream).items()} for _ in range(n)]
 
 
@@ -208,44 +229,24 @@ def with_conv(model, impl: str):
 
 
 # ----------------------------------------------------------------------------- timing
-def time_step(model, args, batches, device, steps, compile_backend=None) -> dict:
-    """One optimizer step (fwd + bwd + AdamW), bf16 autocast, timed as bench_pretrain.bench_step does.
-
-    The trainer's AdamW groups and hyper-parameters; batches already on the device (the loader
-    is in the training section's numbers, which come from the real CLI).
-    """
-    run = torch.compile(model, backend=compile_backend) if compile_backend else model
-    opt = build_optimizer(model, args, verbose=False)  # the trainer's own
-
-    def step(i):
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = run(**batches[i % len(batches)]).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    t = time.perf_counter()
-    step(0).item()  # allocator, kernel choice, and the compilation when compiled
-    first_s = time.perf_counter() - t
-    step(1).item()  # warm-up
-    t = time.perf_counter()
-    for i in range(steps):
-        loss = step(i)
-    loss = loss.item()  # waits for the queued steps
-    dt = (time.perf_counter() - t) / steps
-    tps = batches[0]["input_ids"].numel() / dt
-    peak = peak_flops(device, "bf16")
-    opt = None  # drop the reference so the memory can be freed
+def time_step(model, args, batches, rt: Runtime, steps, compile_backend=None) -> dict:
+    """The trainer's own step, bigs.train.step.train_step (fwd + bwd, token-weighted loss, clipping,
+    AdamW with the trainer's groups), bf16 autocast, timed as bench_pretrain.measure does; batches
+    already on the device (the loader is in the training section's numbers, from the real CLI)."""
+    forward = torch.compile(model, backend=compile_backend) if compile_backend else model
+    if rt.kind == "cuda":
+        torch.cuda.reset_peak_memory_stats(rt.device)
+    cycle = (batches[i % len(batches)] for i in itertools.count())
+    r = measure(trainer_step(args, rt, cycle, forward=forward, model=model), steps, rt.device)
+    tps = batches[0]["input_ids"].numel() / r["s_per_step"]
+    peak = peak_flops(rt.device, True)
     return {
         "tokens_per_s": tps,
-        "ms_per_step": dt * 1e3,
-        "mfu": tps * flops_per_token(model, args) / peak if peak else None,
-        "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-        "first_step_s": first_s,
-        "loss": loss,
+        "ms_per_step": r["s_per_step"] * 1e3,
+        "mfu": tps * flops_per_token(model, args.max_seq_length) / peak if peak else None,
+        "peak_mem_gib": torch.cuda.max_memory_allocated(rt.device) / 2**30 if rt.kind == "cuda" else None,
+        "first_step_s": r["first_step_s"],
+        "loss": r["loss"],
         "steps": steps,
         "batch": batches[0]["input_ids"].shape[0],
         "seq_len": batches[0]["input_ids"].shape[1],
@@ -292,19 +293,20 @@ def stressed(model):
     return model
 
 
-def parity(plan: Plan, device: torch.device, work: Path, budget: Budget) -> dict:
-    """fp32 logits of a small BiGS: CUDA vs CPU, and Toeplitz vs FFT on the device (bf16: bf16_vs_fp32)."""
+def parity(plan: Plan, rt: Runtime, work: Path, budget: Budget) -> dict:
+    """fp32 logits of a small BiGS: CUDA vs CPU, Toeplitz vs FFT on the device, and what TF32 (on in
+    training, bigs/train/runtime.py) changes in the logits and in the convolution alone (bf16: bf16_vs_fp32)."""
     from bigs.model import ssm_conv
 
-    if device.type == "cuda":  # the checks are about fp32 math; bigs.pretrain.main turns TF32 on
-        torch.backends.cuda.matmul.allow_tf32 = False
+    device = rt.device
+    tf32(rt, False)  # the checks are about fp32 math
     res = {"device": str(device)}
     small = trainer_args(*plan.bigs, *plan.parity)
     torch.manual_seed(0)
     model = stressed(build_model(small, "cpu")).eval()
     ids = device_batches(small, "boolean", torch.device("cpu"), work, n=1)[0]["input_ids"]  # (B L)
     with torch.no_grad():
-        if device.type == "cuda":
+        if rt.kind == "cuda":
             ref = model(input_ids=ids).logits  # (B L V) CPU
             got = model.to(device)(input_ids=ids.to(device)).logits.cpu()
             res["cuda_vs_cpu_logits"] = {
@@ -329,12 +331,21 @@ def parity(plan: Plan, device: torch.device, work: Path, budget: Budget) -> dict
         D = torch.randn(1, generator=g).to(device)  # (1,) as S4D.D
         y_t, y_f = ssm_conv(u, K, D, "toeplitz"), ssm_conv(u, K, D, "fft")
         res[f"toeplitz_vs_fft_conv_L{L}"] = check(((y_t - y_f).abs().max() / y_t.abs().max()).item(), LOGITS_ATOL)
+        if rt.kind == "cuda":  # what training's TF32 does to the same logits and convolution (a figure, no limit)
+            tf32(rt, True)
+            res["tf32_vs_fp32"] = {
+                "logits_max_abs_diff": (toe(input_ids=ids).logits - ref).abs().max().item(),
+                f"toeplitz_conv_L{L}_rel_diff": (
+                    (ssm_conv(u, K, D, "toeplitz") - y_t).abs().max() / y_t.abs().max()
+                ).item(),
+            }
+            tf32(rt, False)
     model = toe = fft = None  # drop the reference so the memory can be freed
     free(device)
     return res
 
 
-def bf16_vs_fp32(plan: Plan, device: torch.device, work: Path, trained: Path) -> dict:
+def bf16_vs_fp32(plan: Plan, rt: Runtime, work: Path, trained: Path) -> dict:
     """Loss of the model the training section trained, fp32 vs bf16 autocast, on a batch of its shards.
 
     A trained model, because at init every logit is ≈0 and the loss ≈ ln V whatever the precision.
@@ -343,20 +354,17 @@ def bf16_vs_fp32(plan: Plan, device: torch.device, work: Path, trained: Path) ->
 
     if not (trained / "config.json").is_file():
         return {"skipped": "skipped: no trained model (the training section did not finish)"}
-    if device.type == "cuda":  # a true fp32 reference: the step section and main() turned TF32 on
-        torch.backends.cuda.matmul.allow_tf32 = False
+    tf32(rt, False)  # a true fp32 reference
     args = trainer_args(*plan.bigs)
-    model = BiGSForMaskedLM.from_pretrained(trained).to(device).eval()
-    stream = iter(
-        TrainStream([str(work / "train-shards" / "train_shard_0.hdf5")], args.per_device_train_batch_size, 0, 1, seed=1)
-    )
-    b = {k: v.to(device) for k, v in next(stream).items()}
+    model = BiGSForMaskedLM.from_pretrained(trained).to(rt.device).eval()
+    shard = work / "train-shards" / "train_shard_0.hdf5"
+    b = rt.to_device(next(iter(TrainStream([str(shard)], per_device=args.per_device_train_batch_size, seed=1))))
     with torch.no_grad():
         fp32 = model(**b).loss.item()
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with rt.autocast():
             bf16 = model(**b).loss.item()
     model = None  # drop the reference so the memory can be freed
-    free(device)
+    free(rt.device)
     return {
         **check(abs(bf16 - fp32) / fp32, BF16_LOSS_RTOL),
         "loss_fp32": fp32,
@@ -365,18 +373,18 @@ def bf16_vs_fp32(plan: Plan, device: torch.device, work: Path, trained: Path) ->
     }
 
 
-def step(plan: Plan, device: torch.device, work: Path, budget: Budget) -> dict:
-    """The paper-size training step: conv Toeplitz vs FFT, boolean vs positions head, BiGS vs BERT-large."""
+def step(plan: Plan, rt: Runtime, work: Path, budget: Budget) -> dict:
+    """The paper-size training step: conv Toeplitz vs FFT, boolean vs positions head, TF32 on vs off,
+    BiGS vs BERT-large."""
     from bigs.model import resolve_conv_impl
 
-    if device.type == "cuda":  # as bigs.pretrain.main does on CUDA
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    device = rt.device
+    tf32(rt, runtime.TF32)  # as training
     args = trainer_args(*plan.bigs)
     bert_args = trainer_args(*plan.bigs, *plan.bert)
     res = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "peak_flops_bf16": peak_flops(device, "bf16"),
+        "device": torch.cuda.get_device_name(device) if rt.kind == "cuda" else "cpu",
+        "peak_flops_bf16": peak_flops(device, True),
         "size": {
             "layers": args.n_layers,
             "hidden": args.hidden_size,
@@ -391,24 +399,29 @@ def step(plan: Plan, device: torch.device, work: Path, budget: Budget) -> dict:
     }
     auto = resolve_conv_impl("auto", args.max_seq_length)
 
-    def add(model_name, conv, gather, fn, need=15):
-        r = timed(f"{model_name} conv {conv} gather {gather}", budget, need, fn)
-        res["runs"].append({"model": model_name, "conv": conv, "gather": gather, "compile": False, **r})
+    def add(model_name, conv, gather, fn, need=15, **extra):
+        label = f"{model_name} conv {conv} gather {gather}" + "".join(f" {k} {v}" for k, v in extra.items())
+        r = timed(label, budget, need, fn)
+        res["runs"].append({"model": model_name, "conv": conv, "gather": gather, "compile": False, **extra, **r})
 
     torch.manual_seed(0)
-    model = build_model(args, device.type).to(device)
+    model = build_model(args, rt.kind).to(device)
     for gather in ("boolean", "positions"):
         batches = device_batches(args, gather, device, work)
-        add("BiGS", auto, gather, lambda: time_step(model, args, batches, device, plan.timed_steps))
+        add("BiGS", auto, gather, lambda: time_step(model, args, batches, rt, plan.timed_steps))
+    if rt.kind == "cuda":  # the convolution's GEMM in true fp32: what TF32 buys in the step
+        tf32(rt, False)
+        add("BiGS", auto, "positions", lambda: time_step(model, args, batches, rt, plan.timed_steps), tf32=False)
+        tf32(rt, True)
     other = "fft" if auto == "toeplitz" else "toeplitz"
     batches = device_batches(args, "boolean", device, work)
     model = with_conv(model, other)
     free(device)
-    add("BiGS", other, "boolean", lambda: time_step(model, args, batches, device, plan.timed_steps))
+    add("BiGS", other, "boolean", lambda: time_step(model, args, batches, rt, plan.timed_steps))
     model = None  # drop the reference so the memory can be freed
     free(device)
     torch.manual_seed(0)
-    bert = build_model(bert_args, device.type).to(device)
+    bert = build_model(bert_args, rt.kind).to(device)
     res["bert_attn_implementation"] = bert.config._attn_implementation
     for gather in ("boolean", "positions"):
         batches = device_batches(bert_args, gather, device, work)
@@ -416,7 +429,7 @@ def step(plan: Plan, device: torch.device, work: Path, budget: Budget) -> dict:
             "BERT-large" if plan is FULL else "BERT",
             "attention",
             gather,
-            lambda: time_step(bert, bert_args, batches, device, plan.timed_steps),
+            lambda: time_step(bert, bert_args, batches, rt, plan.timed_steps),
         )
     bert = batches = None  # drop the reference so the memory can be freed
     free(device)
@@ -430,55 +443,47 @@ def step(plan: Plan, device: torch.device, work: Path, budget: Budget) -> dict:
     return res
 
 
-def step_compile(plan: Plan, device: torch.device, smoke: bool, budget: Budget) -> dict:
-    """torch.compile'd BiGS step, in a child process so a slow compile is killed at the budget's end."""
+def step_compile(plan: Plan, smoke: bool, out: Path, budget: Budget) -> dict:
+    """torch.compile'd BiGS step, in a child process (its own group: a kill reaches inductor's compile
+    workers too) so a slow compile is killed at the budget's end; its log is kept in OUT_DIR."""
     if (why := budget.skip(plan.compile_min_s)) is not None:
         return {"skipped": why}
     with tempfile.TemporaryDirectory() as d:
-        out = Path(d) / "compile.json"
-        cmd = [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            *(["--smoke"] if smoke else []),
-            "--compile-worker",
-            str(out),
-        ]
-        # its own process group: on timeout the kill reaches inductor's compile workers too
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        try:
-            _, err = proc.communicate(timeout=budget.left())
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            return {"skipped": "skipped: compile did not finish within the run's budget (killed)"}
-        if proc.returncode != 0:
-            return {"error": f"compile worker exit {proc.returncode}: {err.strip()[-1500:]}"}
-        return json.loads(out.read_text())
+        result = Path(d) / "compile.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), *(["--smoke"] if smoke else []), "--compile-worker"]
+        code, text = run_child([*cmd, str(result)], out / "compile.log", budget)
+        if code is None:
+            return {
+                "skipped": f"skipped: compile did not finish within the run's budget (killed; log {out / 'compile.log'})"
+            }
+        if code != 0:
+            return {"error": f"compile worker exit {code}: {text.strip()[-1500:]}"}
+        return json.loads(result.read_text())
 
 
-def compile_worker(plan: Plan, device: torch.device, out: Path) -> None:
-    """The BiGS step under torch.compile with the fixed-shape head (no data-dependent shape to break the graph)."""
+def compile_worker(plan: Plan, rt: Runtime, out: Path) -> None:
+    """The BiGS step under torch.compile with the fixed-shape head (bigs.pretrain's auto gather with --compile)."""
     from bigs.model import resolve_conv_impl
 
-    if device.type == "cuda":  # as bigs.pretrain.main does on CUDA
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    tf32(rt, runtime.TF32)  # as training
     args = trainer_args(*plan.bigs)
     torch.manual_seed(0)
-    model = build_model(args, device.type).to(device)
+    model = build_model(args, rt.kind).to(rt.device)
     with tempfile.TemporaryDirectory() as d:
-        batches = device_batches(args, "positions", device, Path(d))
-    r = time_step(model, args, batches, device, plan.timed_steps, compile_backend=plan.compile_backend)
+        batches = device_batches(args, "positions", rt.device, Path(d))
+    r = time_step(model, args, batches, rt, plan.timed_steps, compile_backend=plan.compile_backend)
     r["compile_s"] = r["first_step_s"] - r["ms_per_step"] / 1e3  # first step minus a steady one
     r["backend"] = plan.compile_backend
     r["conv"] = resolve_conv_impl("auto", args.max_seq_length)
     out.write_text(json.dumps(r))
 
 
-def long_sequence(plan: Plan, device: torch.device, work: Path, budget: Budget) -> dict:
-    """BiGS vs BERT-large at L 512/1024/4096 with the step section's tokens per batch (131 × 128)."""
+def long_sequence(plan: Plan, rt: Runtime, work: Path, budget: Budget) -> dict:
+    """BiGS vs BERT-large at L 512/1024/2048/4096 with the step section's tokens per batch (131 × 128):
+    the paper-size long-length step, and the convolution path each length takes."""
     from bigs.model import resolve_conv_impl
 
+    tf32(rt, runtime.TF32)  # as training
     base = trainer_args(*plan.bigs)
     tokens = base.max_seq_length * base.per_device_train_batch_size
     res = {"tokens_per_batch": tokens, "runs": []}
@@ -488,7 +493,7 @@ def long_sequence(plan: Plan, device: torch.device, work: Path, budget: Budget) 
             res["runs"] += [{"model": name, "seq_len": L, "skipped": why} for L in plan.long_lengths]
             continue
         torch.manual_seed(0)  # one model per kind, built for the longest L (positions table), run at each L
-        model = build_model(trainer_args(*plan.bigs, *extra, "--max_seq_length", str(Lmax)), device.type).to(device)
+        model = build_model(trainer_args(*plan.bigs, *extra, "--max_seq_length", str(Lmax)), rt.kind).to(rt.device)
         for L in plan.long_lengths:
             args = trainer_args(
                 *plan.bigs,
@@ -503,26 +508,50 @@ def long_sequence(plan: Plan, device: torch.device, work: Path, budget: Budget) 
             conv = resolve_conv_impl("auto", L) if name == "BiGS" else "attention"
 
             def run():
-                batches = device_batches(args, "boolean", device, work)
-                return time_step(model, args, batches, device, plan.timed_steps)
+                batches = device_batches(args, "boolean", rt.device, work)
+                return time_step(model, args, batches, rt, plan.timed_steps)
 
             r = timed(f"{name} L {L} batch {args.per_device_train_batch_size} conv {conv}", budget, 8, run)
             res["runs"].append({"model": name, "seq_len": L, "conv": conv, "gather": "boolean", **r})
-            free(device)
+            free(rt.device)
         model = None  # drop the reference so the memory can be freed
-        free(device)
+        free(rt.device)
     return res
 
 
-def cli(flags: list, log: Path, timeout: float) -> subprocess.CompletedProcess:
-    """`python -m bigs.pretrain FLAGS` (the real CLI), its output kept in `log`."""
-    cmd = [sys.executable, "-m", "bigs.pretrain", *flags]
+CHILD: list = [None]  # the child process running now (a CLI run, the compile worker): the hard stop kills it
+
+
+def run_child(cmd: list, log: Path, budget: Budget) -> tuple[int, str]:
+    """Run `cmd` in its own process group with stdout and stderr in `log`, killed (group and all) when
+    the budget ends; the log is kept either way. Returns (exit code or None when killed, the log's text)."""
+    if budget.left() < 5:
+        raise RuntimeError(f"skipped: budget ({max(budget.left(), 0):.0f} s left)")
+    with open(log, "w") as f:
+        f.write(f"$ {' '.join(map(str, cmd))}\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+        CHILD[0] = proc
+        try:
+            code = proc.wait(timeout=budget.left())
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            code = None
+        finally:
+            CHILD[0] = None
+    return code, log.read_text()
+
+
+def cli(flags: list, log: Path, budget: Budget) -> str:
+    """`python -m bigs.pretrain FLAGS` (the real CLI) within the budget, its output kept in `log`."""
     say(f"  $ python -m bigs.pretrain {' '.join(flags)}")
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=max(timeout, 30), cwd=REPO)
-    log.write_text(f"$ {' '.join(cmd)}\nexit {r.returncode}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}")
-    if r.returncode != 0:
-        raise RuntimeError(f"bigs.pretrain exit {r.returncode} (log {log}): {r.stderr.strip()[-1500:]}")
-    return r
+    code, text = run_child([sys.executable, "-m", "bigs.pretrain", *flags], log, budget)
+    if code is None:
+        raise RuntimeError(f"bigs.pretrain killed at the end of its budget (log {log}): {text.strip()[-1500:]}")
+    if code != 0:
+        raise RuntimeError(f"bigs.pretrain exit {code} (log {log}): {text.strip()[-1500:]}")
+    return text
 
 
 def train_records(metrics: Path) -> list[dict]:
@@ -535,8 +564,37 @@ def steady(records: list[dict]) -> dict:
     return rest[len(rest) // 2]
 
 
-def training(plan: Plan, device: torch.device, work: Path, out: Path, budget: Budget, step_res: dict | None) -> dict:
-    """300 steps of the real CLI (boolean head, stopped at 250 and resumed), a positions run, syncs/step."""
+def write_seconds(args) -> tuple[float, float]:
+    """Seconds to write a checkpoint (weights + two Adam moments, fp32) and a final/ (weights) of this size."""
+    with torch.device("meta"):
+        n = sum(p.numel() for p in build_model(args, "cpu").parameters())
+    return 3 * 4 * n / 1e9 / WRITE_GBPS, 4 * n / 1e9 / WRITE_GBPS
+
+
+def fit_training(plan: Plan, step_s: float, left: float, writes: tuple[float, float], sync_s: float) -> dict:
+    """The training section's steps, shortened to fit `left` seconds. Counted: three CLI start-ups,
+    their steps (× 1.2 for logging and the loader), three checkpoints and two final/ writes (the
+    boolean run checkpoints at resume_at and at the end, and writes final/; the positions run the
+    same once), the sync counts and the bf16-vs-fp32 loss (a model load, ≈ one final/ write)."""
+    ckpt_s, final_s = writes
+    fixed = 3 * CLI_START_S + 3 * ckpt_s + 3 * final_s + sync_s
+    per_step = step_s * 1.2
+    total, resume_at, pos = plan.train_steps, plan.resume_at, plan.positions_steps
+    fit = {"steps": total, "resume_at": resume_at, "positions_steps": pos, "need_s": fixed + (total + pos) * per_step}
+    if fit["need_s"] <= left:
+        return fit
+    scale = max((left - fixed) / ((total + pos) * per_step), 0.0)
+    resume_at, pos = max(int(resume_at * scale), 10), max(int(pos * scale), 10)
+    fit.update(steps=max(int(total * scale), resume_at + 10), resume_at=resume_at, positions_steps=pos)
+    fit["shortened"] = (
+        f"to fit the budget ({left:.0f} s left, {step_s * 1e3:.0f} ms/step measured, {fixed:.0f} s fixed)"
+    )
+    return fit
+
+
+def training(plan: Plan, rt: Runtime, work: Path, out: Path, budget: Budget, step_res: dict | None) -> dict:
+    """300 steps of the real CLI (boolean head, stopped at 250 and resumed), a positions run, syncs/step,
+    and the bf16-vs-fp32 loss of the trained model — each part only if it fits what is left."""
     args = trainer_args(*plan.bigs)
     logs = out / "training"
     logs.mkdir(exist_ok=True)
@@ -550,17 +608,15 @@ def training(plan: Plan, device: torch.device, work: Path, out: Path, budget: Bu
             args.max_predictions_per_seq,
             seed=k,
         )
-    total, resume_at, pos_steps = plan.train_steps, plan.resume_at, plan.positions_steps
-    # Fit the plan to the budget from the measured step time: 3 CLI runs of ≈25 s start-up and saving each.
     runs = [r for r in (step_res or {}).get("runs", []) if r.get("model") == "BiGS" and "ms_per_step" in r]
     step_s = min((r["ms_per_step"] for r in runs), default=150) / 1e3
-    need = 3 * 25 + (total + pos_steps) * step_s * 1.2
-    res = {"planned": {"steps": total, "resume_at": resume_at, "positions_steps": pos_steps}}
-    if need > budget.left():
-        scale = max((budget.left() - 3 * 25) / ((total + pos_steps) * step_s * 1.2), 0.2)
-        resume_at, pos_steps = max(int(resume_at * scale), 10), max(int(pos_steps * scale), 10)
-        total = max(int(total * scale), resume_at + 10)
-        res["shortened"] = f"to fit the budget ({budget.left():.0f} s left, {step_s * 1e3:.0f} ms/step measured)"
+    writes = write_seconds(args)
+    sync_s = SYNC_S if rt.kind == "cuda" else 0.0
+    fit = fit_training(plan, step_s, budget.left(), writes, sync_s)
+    total, resume_at, pos_steps = fit["steps"], fit["resume_at"], fit["positions_steps"]
+    res = {"planned": {"steps": plan.train_steps, "resume_at": plan.resume_at, "positions_steps": plan.positions_steps}}
+    res.update({k: v for k, v in fit.items() if k == "shortened"}, steps=total, resume_at=resume_at)
+    res["positions_steps"] = pos_steps
     common = [
         *plan.bigs,
         "--dataset_path",
@@ -568,7 +624,7 @@ def training(plan: Plan, device: torch.device, work: Path, out: Path, budget: Bu
         "--precision",
         "bf16",
         "--device",
-        device.type,
+        rt.kind,
         "--do_eval",
         "false",
         "--warmup_steps",
@@ -576,15 +632,19 @@ def training(plan: Plan, device: torch.device, work: Path, out: Path, budget: Bu
         "--logging_steps",
         str(plan.logging_steps),
     ]
-    res.update(steps=total, resume_at=resume_at, positions_steps=pos_steps)
+    per_run = lambda steps: CLI_START_S + steps * step_s * 1.2 + writes[0] + writes[1]  # noqa: E731
 
     # boolean head: stop at resume_at with a checkpoint, then the same run continues to `total`
     d = work / "run-boolean"
     flags = [*common, "--output_dir", str(d), "--mlm_gather", "boolean", "--save_steps", str(resume_at)]
-    cli([*flags, "--num_total_train_steps", str(resume_at)], logs / "boolean.log", budget.left())
+    if (why := budget.skip(per_run(resume_at) - writes[1])) is not None:
+        raise RuntimeError(why)
+    cli([*flags, "--num_total_train_steps", str(resume_at)], logs / "boolean.log", budget)
     first_part = train_records(d / "metrics.jsonl")
-    r = cli([*flags, "--num_total_train_steps", str(total)], logs / "boolean-resumed.log", budget.left())
-    resumed = [ln for ln in r.stdout.splitlines() if ln.startswith("resumed from")]
+    if (why := budget.skip(per_run(total - resume_at))) is not None:
+        raise RuntimeError(f"{why} for the resumed run")
+    text = cli([*flags, "--num_total_train_steps", str(total)], logs / "boolean-resumed.log", budget)
+    resumed = [ln for ln in text.splitlines() if ln.startswith("resumed from")]
     recs = train_records(d / "metrics.jsonl")
     (logs / "boolean.metrics.jsonl").write_text((d / "metrics.jsonl").read_text())
     res["boolean"] = {
@@ -605,21 +665,8 @@ def training(plan: Plan, device: torch.device, work: Path, out: Path, budget: Bu
     # positions head: a shorter fresh run, for its speed
     def positions():
         d = work / "run-positions"
-        cli(
-            [
-                *common,
-                "--output_dir",
-                str(d),
-                "--mlm_gather",
-                "positions",
-                "--save_steps",
-                str(pos_steps),
-                "--num_total_train_steps",
-                str(pos_steps),
-            ],
-            logs / "positions.log",
-            budget.left(),
-        )
+        flags = [*common, "--output_dir", str(d), "--mlm_gather", "positions", "--save_steps", str(pos_steps)]
+        cli([*flags, "--num_total_train_steps", str(pos_steps)], logs / "positions.log", budget)
         precs = train_records(d / "metrics.jsonl")
         (logs / "positions.metrics.jsonl").write_text((d / "metrics.jsonl").read_text())
         shutil.rmtree(d, ignore_errors=True)
@@ -630,11 +677,13 @@ def training(plan: Plan, device: torch.device, work: Path, out: Path, budget: Bu
             "mfu": steady(precs)["mfu"],
         }
 
-    why = budget.skip(25 + pos_steps * step_s * 1.2)
+    why = budget.skip(per_run(pos_steps))
     res["positions"] = {"skipped": why} if why else guard(positions)
     speeds = {g: res[g]["tokens_per_s"] for g in ("boolean", "positions") if "tokens_per_s" in res[g]}
     res["faster_gather"] = max(speeds, key=speeds.get)
-    res["syncs_per_step"] = guard(lambda: sync_counts(plan, device, shards, work, budget))
+    res["syncs_per_step"] = guard(lambda: sync_counts(plan, rt, shards, work, budget))
+    why = budget.skip(writes[1] + 5)
+    res["bf16_vs_fp32_loss"] = {"skipped": why} if why else guard(lambda: bf16_vs_fp32(plan, rt, work, d / "final"))
     res["checks"] = {
         "loss_fell": {
             "measured": f"{recs[0]['loss']:.4f} -> {recs[-1]['loss']:.4f}",
@@ -646,8 +695,23 @@ def training(plan: Plan, device: torch.device, work: Path, out: Path, budget: Bu
             "limit": f"resumed from checkpoint-{resume_at}",
             "pass": bool(resumed) and f"checkpoint-{resume_at}" in resumed[0] and res["boolean"]["final"],
         },
+        "tied_decoder_stored_once": tied_once(d / "final" / "model.safetensors"),
     }
     return res
+
+
+def tied_once(weights: Path) -> dict:
+    """The decoder tied to the word embeddings is stored once in a model written from the device."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt") as f:
+        keys = set(f.keys())
+    both = {"bigs.embeddings.word_embeddings.weight", "cls.predictions.decoder.weight"} <= keys
+    return {
+        "measured": f"{len(keys)} tensors, {weights.stat().st_size / 2**20:,.0f} MiB",
+        "limit": "decoder.weight absent",
+        "pass": not both,
+    }
 
 
 @contextlib.contextmanager
@@ -669,7 +733,7 @@ def output_to(path: Path):
                 os.close(old)
 
 
-def sync_counts(plan: Plan, device: torch.device, shards: Path, work: Path, budget: Budget) -> dict:
+def sync_counts(plan: Plan, rt: Runtime, shards: Path, work: Path, budget: Budget) -> dict:
     """Host<->device syncs per training step of bigs.pretrain.main, per MLM gather.
 
     torch.cuda.set_sync_debug_mode("warn") warns at every synchronizing CUDA call; main() runs in
@@ -680,7 +744,7 @@ def sync_counts(plan: Plan, device: torch.device, shards: Path, work: Path, budg
     """
     from bigs.pretrain import main
 
-    if device.type != "cuda":
+    if rt.kind != "cuda":
         return {"skipped": "skipped: no CUDA (sync debug mode is CUDA's)"}
     n1, n2 = 3, 7
     res = {
@@ -705,7 +769,7 @@ def sync_counts(plan: Plan, device: torch.device, shards: Path, work: Path, budg
                 "--precision",
                 "bf16",
                 "--device",
-                device.type,
+                rt.kind,
                 "--do_eval",
                 "false",
                 "--warmup_steps",
@@ -719,17 +783,14 @@ def sync_counts(plan: Plan, device: torch.device, shards: Path, work: Path, budg
                 "--save_steps",
                 str(n),
             ]
-            handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
             log = work / f"sync-{gather}-{n}.log"
             with output_to(log), warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 torch.cuda.set_sync_debug_mode("warn")
                 try:
-                    code = main(flags)
+                    code = main(flags)  # gives back the SIGTERM/SIGUSR1/SIGINT handlers it installs (StopFlag)
                 finally:
                     torch.cuda.set_sync_debug_mode(0)
-                    for s, h in handlers.items():  # main() installs its preemption handlers
-                        signal.signal(s, h)
             if code != 0:
                 raise RuntimeError(f"bigs.pretrain.main exit {code}: {log.read_text()[-1500:]}")
             syncs = [w for w in caught if "synchronizing CUDA operation" in str(w.message)]
@@ -793,19 +854,21 @@ def outcome(r: dict) -> str:
 def md_parity(r: dict) -> list[str]:
     md = ["| check | measured | limit | result |", "|---|---|---|---|"]
     for k, c in r.items():
-        if isinstance(c, dict):
+        if isinstance(c, dict) and ("measured" in c or outcome(c)):
             md.append(
                 f"| {k} | {outcome(c) or fmt(c['measured'], '.2e')} | {fmt(c.get('limit'), '.0e')} | "
                 f"{'' if outcome(c) else ('pass' if c['pass'] else '**FAIL**')} |"
             )
-    bf = r.get("bf16_vs_fp32_loss", {})
-    if "loss_fp32" in bf:
+    md += [
+        "",
+        "Logits: max |difference| on a small BiGS with N(0, 1/fan_in) weights (at the 0.02 init the SSM branch "
+        "barely reaches the logits); conv: max |difference| / max |output|; all fp32 with TF32 off.",
+    ]
+    tf = r.get("tf32_vs_fp32")
+    if tf:
         md += [
             "",
-            f"bf16_vs_fp32_loss: relative difference of the loss of the model the training section trained "
-            f"({bf['loss_bf16']:.5f} bf16 vs {bf['loss_fp32']:.5f} fp32). Logits: max |difference| on a small BiGS "
-            "with N(0, 1/fan_in) weights (at the 0.02 init the SSM branch barely reaches the logits); conv: max "
-            "|difference| / max |output|.",
+            "TF32 on (as training, bigs/train/runtime.py) vs off: " + ", ".join(f"{k} {v:.2e}" for k, v in tf.items()),
         ]
     return md
 
@@ -814,7 +877,8 @@ def md_step(st: dict) -> list[str]:
     s = st["size"]
     peak = st["peak_flops_bf16"]
     md = [
-        f"fwd + bwd + AdamW (the trainer's groups), bf16 autocast, batches already on the device, micro-batch "
+        f"bigs.train.step.train_step (fwd + bwd, clipping, AdamW with the trainer's groups), bf16 autocast, TF32 on "
+        f"unless marked, batches already on the device, micro-batch "
         f"{s['batch']} × L {s['seq_len']}. BiGS {s['layers']} layers H {s['hidden']} I {s['intermediate']} N {s['num_ssm']}; "
         f"BERT {s['bert_layers']} layers H {s['hidden']} I {s['bert_intermediate']}, attention "
         f"{st.get('bert_attn_implementation')}. MFU against {fmt(peak and peak / 1e12)} TFLOP/s (bf16 dense peak).",
@@ -822,15 +886,14 @@ def md_step(st: dict) -> list[str]:
         "| model | conv | MLM gather | compile | tokens/s | ms/step | MFU | peak mem GiB | first step s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    speed = {
-        (r["model"], r["conv"], r["gather"], r["compile"]): r["tokens_per_s"] for r in st["runs"] if "tokens_per_s" in r
-    }
+    key = lambda r: (r["model"], r["conv"], r["gather"], r["compile"], r.get("tf32", True))  # noqa: E731
+    speed = {key(r): r["tokens_per_s"] for r in st["runs"] if "tokens_per_s" in r}
     for r in st["runs"]:
         comp = "no"
         if r["compile"]:
             comp = f"{r['backend']}, compile {r['compile_s']:.0f} s" if "compile_s" in r else "yes"
         md.append(
-            f"| {r['model']} | {r['conv']} | {r['gather']} | {comp} | "
+            f"| {r['model']} | {r['conv']}{' (TF32 off)' if r.get('tf32') is False else ''} | {r['gather']} | {comp} | "
             + (
                 outcome(r)
                 or (
@@ -842,21 +905,26 @@ def md_step(st: dict) -> list[str]:
         )
     # the comparisons that pick defaults (conv, head gather, compile), each between two rows above that differ in one thing
     pairs = [
-        ("Toeplitz / FFT conv", ("BiGS", "toeplitz", "boolean", False), ("BiGS", "fft", "boolean", False)),
+        ("Toeplitz / FFT conv", ("BiGS", "toeplitz", "boolean", False, True), ("BiGS", "fft", "boolean", False, True)),
         (
             "BiGS positions / boolean gather",
-            ("BiGS", "toeplitz", "positions", False),
-            ("BiGS", "toeplitz", "boolean", False),
+            ("BiGS", "toeplitz", "positions", False, True),
+            ("BiGS", "toeplitz", "boolean", False, True),
+        ),
+        (
+            "TF32 on / off (positions)",
+            ("BiGS", "toeplitz", "positions", False, True),
+            ("BiGS", "toeplitz", "positions", False, False),
         ),
         (
             "BiGS compiled / eager (positions)",
-            ("BiGS", "toeplitz", "positions", True),
-            ("BiGS", "toeplitz", "positions", False),
+            ("BiGS", "toeplitz", "positions", True, True),
+            ("BiGS", "toeplitz", "positions", False, True),
         ),
     ]
     bert = [k for k in speed if k[0] != "BiGS" and k[2] == "boolean"]
     if bert:
-        pairs.append(("BiGS / BERT (boolean, eager)", ("BiGS", "toeplitz", "boolean", False), bert[0]))
+        pairs.append(("BiGS / BERT (boolean, eager)", ("BiGS", "toeplitz", "boolean", False, True), bert[0]))
     ratios = [f"{name}: {speed[a] / speed[b]:.2f}×" for name, a, b in pairs if a in speed and b in speed]
     return md + (["", "Tokens/s ratios: " + "; ".join(ratios) + "."] if ratios else [])
 
@@ -902,6 +970,15 @@ def md_training(tr: dict) -> list[str]:
         f"Faster MLM gather in the real loop: **{tr['faster_gather']}**.",
         "",
     ]
+    bf = tr.get("bf16_vs_fp32_loss", {})
+    md.append(
+        "- bf16_vs_fp32_loss (relative difference of the trained model's loss, bf16 autocast vs fp32, limit "
+        f"{BF16_LOSS_RTOL}): "
+        + (
+            outcome(bf)
+            or f"{bf['measured']:.2e} ({bf['loss_bf16']:.5f} vs {bf['loss_fp32']:.5f}): {'pass' if bf['pass'] else '**FAIL**'}"
+        )
+    )
     md += [
         f"- {k}: {c['measured']} ({c['limit']}): {'pass' if c['pass'] else '**FAIL**'}" for k, c in tr["checks"].items()
     ]
@@ -944,7 +1021,10 @@ def to_markdown(res: dict, env: dict) -> str:
         f"# BiGS GPU check{' (--smoke: tiny sizes, numbers not meaningful)' if env['smoke'] else ''}",
         "",
         f"{env['device']} · torch {env['torch']} · {env['date']} · {env['wall_s']:.0f} s (plan {env['total_budget_s']} s) · "
-        f"**{'FAIL: ' + ', '.join(bad) if bad else 'PASS'}**",
+        f"**{'FAIL: ' + ', '.join(bad) if bad else 'PASS'}**"
+        + (f" · **hard stop** {res['hard_stop']}" if "hard_stop" in res else ""),
+        "",
+        "Preflight: " + "; ".join(f"{k} {v}" for k, v in res.get("preflight", {}).items()),
     ]
     render = {
         "parity": md_parity,
@@ -989,6 +1069,45 @@ def problems(res: dict) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- main
+def preflight() -> dict:
+    """The GPU as the driver reports it (nvidia-smi) and whether torch can use it — torch's own reason when not."""
+    line = "nvidia-smi: not found"
+    if smi := shutil.which("nvidia-smi"):
+        query = [smi, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]
+        try:
+            r = subprocess.run(query, capture_output=True, text=True, timeout=20)
+            line = ((r.stdout or r.stderr).strip() or f"nvidia-smi exit {r.returncode}").splitlines()[0]
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            line = f"nvidia-smi: {exc}"
+    usable = torch.cuda.is_available()
+    return {
+        "nvidia_smi": line,
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cuda": "available" if usable else runtime.cuda_unavailable_reason(),
+    }
+
+
+def hard_stop(at: float, res: dict, write) -> threading.Timer:
+    """At `at`, whatever the main thread is doing: kill the running child, write what was measured
+    (`res`, with a "hard_stop" entry), exit 1."""
+
+    def fire():
+        say(f"hard stop: {TOTAL_S} s since the start; writing what was measured")
+        res["hard_stop"] = f"at {time.time() - T0:.0f} s: the run was stopped here; later sections are missing"
+        if CHILD[0] is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(CHILD[0].pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):  # the main thread may be changing the results right now
+            write()
+        os._exit(1)
+
+    timer = threading.Timer(max(at - time.time(), 0.0), fire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("out_dir", nargs="?")
@@ -996,28 +1115,31 @@ def main() -> int:
     p.add_argument("--compile-worker", help=argparse.SUPPRESS)  # the child process of step_compile
     a = p.parse_args()
     plan = SMOKE if a.smoke else FULL
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rt = Runtime(
+        *(("cuda", torch.device("cuda")) if torch.cuda.is_available() else ("cpu", torch.device("cpu"))), bf16=True
+    )
     if a.compile_worker:
-        compile_worker(plan, device, Path(a.compile_worker))
+        compile_worker(plan, rt, Path(a.compile_worker))
         return 0
     if not a.out_dir:
         p.error("OUT_DIR is required")
-    if device.type != "cuda" and not a.smoke:
-        print("error: no CUDA device; the full check needs one GPU (use --smoke for the tiny CPU run)", file=sys.stderr)
-        return 2
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    res = {"preflight": preflight()}
+    say("preflight: " + "; ".join(f"{k} {v}" for k, v in res["preflight"].items()))
+    if rt.kind != "cuda" and not a.smoke:
+        (out / "gpu_check.json").write_text(json.dumps(res, indent=1))
+        print(
+            f"error: the full check needs a GPU torch can use: {res['preflight']['cuda']} (driver: "
+            f"{res['preflight']['nvidia_smi']}); --smoke runs the tiny sizes on the CPU",
+            file=sys.stderr,
+        )
+        return 3
     transformers.utils.logging.disable_progress_bar()  # as bigs.pretrain: no loading bars in the log
     run_end = T0 + TOTAL_S
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    env = {
-        "device": name,
-        "torch": torch.__version__,
-        "smoke": a.smoke,
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "total_budget_s": TOTAL_S,
-    }
-    res = {}
+    name = torch.cuda.get_device_name(rt.device) if rt.kind == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    env = {"device": name, "torch": torch.__version__, "smoke": a.smoke, "date": time.strftime("%Y-%m-%d %H:%M"),
+           "total_budget_s": TOTAL_S}  # fmt: skip
     say(f"gpu check on {name}, torch {torch.__version__}{', smoke' if a.smoke else ''}; results in {out}")
 
     def write():  # after every section: a crash or a kill later keeps what was measured
@@ -1027,17 +1149,18 @@ def main() -> int:
         (out / "gpu_check.json").write_text(json.dumps(res, indent=1, default=str))
         (out / "gpu_check.md").write_text(to_markdown(res, env) + "\n")
 
+    timer = hard_stop(run_end, res, write)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         work = Path(tmp)
         sections = {
-            "parity": lambda b: parity(plan, device, work, b),
-            "step": lambda b: step(plan, device, work, b),
-            "long_sequence": lambda b: long_sequence(plan, device, work, b),
-            "training": lambda b: training(plan, device, work, out, b, res.get("step")),
+            "parity": lambda b: parity(plan, rt, work, b),
+            "step": lambda b: step(plan, rt, work, b),
+            "long_sequence": lambda b: long_sequence(plan, rt, work, b),
+            "training": lambda b: training(plan, rt, work, out, b, res.get("step")),
             "projection": lambda b: projection(res.get("step"), res.get("training"), a.smoke),
         }
         for key, fn in sections.items():
-            say(f"{key}: budget {BUDGET_S.get(key, 0)} s")
+            say(f"{key}: budget {BUDGET_S.get(key, 0)} s, {run_end - time.time():.0f} s left in all")
             t = time.time()
             try:
                 r = fn(Budget(BUDGET_S.get(key, 0), run_end))
@@ -1045,22 +1168,16 @@ def main() -> int:
                 traceback.print_exc()
                 r = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
             res[key] = {**r, "budget_s": BUDGET_S.get(key, 0), "wall_s": round(time.time() - t, 1)}
-            free(device)
+            free(rt.device)
             write()
-        t = time.time()  # bf16 vs fp32 belongs to parity but needs the model the training section trained
-        res["parity"]["bf16_vs_fp32_loss"] = guard(
-            lambda: bf16_vs_fp32(plan, device, work, work / "run-boolean" / "final")
-        )
-        res["parity"]["wall_s"] += round(time.time() - t, 1)
-        say(f"parity: bf16 vs fp32 loss of the trained model: {res['parity']['bf16_vs_fp32_loss']}")
-        write()
         # torch.compile last, with whatever time is left: the checks above matter more
         if "runs" in res["step"]:
             say(f"step: torch.compile ({plan.compile_backend}), {run_end - time.time():.0f} s left")
-            r = step_compile(plan, device, a.smoke, Budget(run_end - time.time(), run_end))
+            r = step_compile(plan, a.smoke, out, Budget(run_end - time.time(), run_end))
             say(f"  compiled: {outcome(r) or '%.0f tokens/s, compile %.0f s' % (r['tokens_per_s'], r['compile_s'])}")
             res["step"]["runs"].append({"model": "BiGS", "conv": "auto", "gather": "positions", "compile": True, **r})
             res["projection"].update(projection(res["step"], res.get("training"), a.smoke))
+    timer.cancel()
     write()
     print(to_markdown(res, env), flush=True)
     bad = problems(res)

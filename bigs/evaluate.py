@@ -26,16 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from bigs.errors import BigsError, atomic_path, cli_main, fail
+from bigs.tokenizer import load_tokenizer, quiet_transformers
+from bigs.train.runtime import setup
 
-BUNDLED_VOCAB = Path(__file__).parent / "data" / "vocab" / "bert-large-uncased-vocab.txt"
 DEFAULT_PROBES = Path(__file__).parent / "probes.txt"
-# Hub names whose vocab is the bundled one (REFERENCE.md §3): usable offline without a download.
-BUNDLED_NAMES = {
-    "bert-large-uncased",
-    "bert-base-uncased",
-    "google-bert/bert-large-uncased",
-    "google-bert/bert-base-uncased",
-}
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "masked_positions")
 PERPLEXITY_LOSS_CAP = 700.0  # exp() overflows float64 past ~709: perplexity is reported as exp(min(loss, cap))
 
@@ -43,27 +37,36 @@ PERPLEXITY_LOSS_CAP = 700.0  # exp() overflows float64 past ~709: perplexity is 
 # ---------------------------------------------------------------------------------------------
 # the metric (library; used by bigs.pretrain)
 # ---------------------------------------------------------------------------------------------
-def evaluate_mlm(model, batches, device, max_batches=None, autocast_dtype=None) -> dict:
-    """Masked-token cross-entropy, accuracy and perplexity over `batches`.
+def evaluate_mlm(model, batches, device, max_batches=None) -> dict:
+    """Masked-token cross-entropy, accuracy and perplexity over `batches` (mlm_sums, mlm_metrics).
 
     Token-weighted: eval_loss = Σ CE over all labelled tokens / number of labelled tokens (not a
-    mean of per-batch means, which would over-weight batches with few masks). `labels` use -100
-    for "not predicted". Logits may be (B, L, V) (BERT, BiGS full head) or (n_labelled, V) in
-    row-major order of labels != -100 (BiGS masked head, docs/DESIGN.md); told apart by shape.
+    mean of per-batch means, which would over-weight batches with few masks).
+    """
+    loss_sum, correct, n, n_batches = mlm_sums(model, batches, device, max_batches)
+    if not n_batches:
+        raise BigsError("evaluate_mlm: batches: no batches to evaluate — are the test shards empty?")
+    return {**mlm_metrics(loss_sum, correct, n), "eval_batches": n_batches}
+
+
+def mlm_sums(model, batches, device, max_batches=None, autocast=None) -> tuple[float, float, float, int]:
+    """(Σ cross-entropy, n correct, n labelled tokens, n batches) over `batches` — zeros for none, so
+    ranks with an empty share of the test split still join the sum over ranks (bigs.pretrain).
+
+    `labels` use -100 for "not predicted". Logits may be (B, L, V) (BERT, BiGS full head) or
+    (n_labelled, V) in row-major order of labels != -100 (BiGS masked head, docs/DESIGN.md); told
+    apart by shape. `autocast`: a context manager around the forward (bf16), or none.
     """
     device = torch.device(device)
     was_training = model.training
     model.eval()
     sums = []  # per batch (Σ CE, n correct, n tokens), kept on device: no host sync per batch
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-    )
     try:
         with torch.no_grad():
             for batch in itertools.islice(batches, max_batches):  # None = all
                 batch = {k: batch[k].to(device) for k in BATCH_KEYS if k in batch}
                 labels = batch["labels"]
-                with autocast:
+                with autocast or contextlib.nullcontext():
                     logits = model(**batch).logits
                 if logits.dim() == 3:  # (B, L, V) or fixed-shape (B, P, V): every slot, -100 ignored
                     logits, target = logits.flatten(0, 1), labels.flatten()  # (B*L, V), (B*L,)
@@ -83,9 +86,9 @@ def evaluate_mlm(model, batches, device, max_batches=None, autocast_dtype=None) 
     finally:
         model.train(was_training)
     if not sums:
-        raise BigsError("evaluate_mlm: batches: no batches to evaluate — are the test shards empty?")
+        return 0.0, 0.0, 0.0, 0
     loss_sum, correct, n = torch.stack(sums).double().sum(0).cpu().tolist()  # (3,), one sync
-    return {**mlm_metrics(loss_sum, correct, n), "eval_batches": len(sums)}
+    return loss_sum, correct, n, len(sums)
 
 
 def mlm_metrics(loss_sum: float, correct: float, n: float) -> dict:
@@ -105,13 +108,6 @@ def mlm_metrics(loss_sum: float, correct: float, n: float) -> dict:
 # ---------------------------------------------------------------------------------------------
 # loading: model, tokenizer, probes, shards — each failure a BigsError naming the file
 # ---------------------------------------------------------------------------------------------
-def _quiet_transformers():
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
-
 def load_model(model_dir: str | Path):
     """Any masked-LM checkpoint dir (config.json + weights). `import bigs.model` registers
     model_type "BiGS" with the Auto classes. Missing, unexpected (except pooler) or mis-shaped
@@ -121,7 +117,7 @@ def load_model(model_dir: str | Path):
         raise fail(model_dir, "--model", "no such checkpoint directory")
     if not (model_dir / "config.json").is_file():
         raise fail(model_dir, "config.json", "missing — pass a checkpoint dir (checkpoint-<step>/ or final/)")
-    _quiet_transformers()
+    quiet_transformers()
     from transformers import AutoModelForMaskedLM
 
     import bigs.model  # noqa: F401  (registers BiGS with AutoConfig / AutoModelForMaskedLM)
@@ -154,57 +150,6 @@ def load_model(model_dir: str | Path):
             model_dir, "model weights", f"{what} — checkpoint and config.json disagree (another size or layer count?)"
         )
     return model
-
-
-def load_tokenizer(spec: str | None, model_dir: Path, vocab_size: int):
-    """The tokenizer of the model dir if it has one, else `spec` (vocab file, dir or a locally
-    cached name), else the bundled bert-large-uncased vocab. Never downloads."""
-    _quiet_transformers()
-    from transformers import AutoTokenizer, BertTokenizer
-
-    def from_dir(d: Path):
-        if (d / "tokenizer.json").is_file():
-            return AutoTokenizer.from_pretrained(d, local_files_only=True)
-        # transformers 5 trap (REFERENCE.md §4): BertTokenizerFast(vocab_file=...) builds a 5-token
-        # vocab; BertTokenizer(vocab=path) reads the file.
-        cfg = json.loads((d / "tokenizer_config.json").read_text()) if (d / "tokenizer_config.json").is_file() else {}
-        return BertTokenizer(vocab=str(d / "vocab.txt"), do_lower_case=cfg.get("do_lower_case", True))
-
-    if spec is None:
-        has_files = any((model_dir / f).is_file() for f in ("tokenizer.json", "vocab.txt"))
-        src, tok = (model_dir, from_dir(model_dir)) if has_files else (BUNDLED_VOCAB, None)
-        if tok is None:
-            tok = BertTokenizer(vocab=str(BUNDLED_VOCAB), do_lower_case=True)
-    elif spec in BUNDLED_NAMES:
-        src, tok = BUNDLED_VOCAB, BertTokenizer(vocab=str(BUNDLED_VOCAB), do_lower_case=True)
-    elif Path(spec).is_file():
-        src, tok = Path(spec), BertTokenizer(vocab=str(spec), do_lower_case=True)
-    elif Path(spec).is_dir():
-        if not any((Path(spec) / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
-            raise fail(spec, "--tokenizer", "directory has neither tokenizer.json nor vocab.txt")
-        src, tok = Path(spec), from_dir(Path(spec))
-    else:
-        try:
-            src, tok = spec, AutoTokenizer.from_pretrained(spec, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise fail(
-                spec,
-                "--tokenizer",
-                "not a file or directory, and not in the local Hugging Face cache "
-                f"(offline; {type(exc).__name__}) — pass a vocab.txt, a tokenizer dir, or "
-                "bert-large-uncased for the bundled vocab",
-            ) from None
-    if len(tok) > vocab_size:
-        raise fail(src, "--tokenizer", f"{len(tok)} tokens but the model has vocab_size {vocab_size}")
-    if src == BUNDLED_VOCAB:
-        assert len(tok) == 30522, f"bundled vocab read as {len(tok)} tokens (REFERENCE.md §4 trap)"
-    if tok.mask_token_id is None or tok.convert_tokens_to_ids("the") == tok.unk_token_id:
-        raise fail(
-            src,
-            "--tokenizer",
-            f"vocab of {len(tok)} tokens maps 'the' to [UNK] or has no [MASK] — not a BERT WordPiece vocab",
-        )
-    return tok
 
 
 def read_probes(path: str | Path) -> list[str]:
@@ -384,15 +329,7 @@ def main(argv=None) -> int:
     out = Path(args.output)
     if out.suffix != ".json":
         raise fail(out, "-o", "the output must end in .json (the markdown goes beside it as .md)")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise fail("command line", "--device", "cuda requested but no CUDA device is visible")
-    device = torch.device(
-        "cuda"
-        if args.device == "auto" and torch.cuda.is_available()
-        else "cpu"
-        if args.device == "auto"
-        else args.device
-    )
+    device = setup(args.device, bf16=False).device  # TF32 as in training (bigs/train/runtime.py)
 
     # Check cheap inputs before the slow model load.
     from bigs.data.format import list_shards

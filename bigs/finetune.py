@@ -17,13 +17,16 @@ AutoModelForSequenceClassification loads, or a hub name (online). BiGS gets the 
 pooler (mean over non-pad positions -> dense -> tanh, bigs/model.py).
 
 Why a flat loop and not transformers' Trainer: Trainer needs `accelerate` (not a dependency
-here), and the loop is ~100 lines that read top to bottom like bigs/pretrain.py: seeded data
-order (one permutation per epoch from [seed, epoch]), AdamW with HF's defaults (betas 0.9/0.999,
-eps 1e-8, no decay on biases and LayerNorm weights, grad-norm clip 1.0), linear warmup then
-linear decay to 0 (HF's default schedule), autocast bf16 on CUDA. Checkpoints every
---save_steps hold model, optimizer, step and RNG, so a rerun resumes exactly where it stopped
-(HF semantics: --overwrite_output_dir starts over; a checkpoint written with other training
-settings is never resumed).
+here), and the loop reads top to bottom like bigs/pretrain.py over the same parts (bigs/train/:
+device, train step, checkpoints, run dir and lock, stop signals, metrics): seeded data order (one
+permutation per epoch from [seed, epoch]), AdamW with HF's defaults (betas 0.9/0.999, eps 1e-8,
+no decay on biases and LayerNorm weights, grad-norm clip 1.0), linear warmup then linear decay to
+0 (HF's default schedule), autocast bf16 on CUDA. Checkpoints every --save_steps hold model,
+optimizer, step and RNG, so a rerun resumes exactly where it stopped (HF semantics:
+--overwrite_output_dir starts over; a checkpoint written with other training settings is never
+resumed, and moves to previous-<time>/). As pretraining: a second run into the same output_dir
+is refused (exit 2); SIGTERM / SIGUSR1 / a first Ctrl-C finish the step, write a checkpoint and
+exit 3 (rerun: it resumes); a non-finite loss exits 4.
 
 Outputs in --output_dir, as run_glue writes them: train_results.json, eval_results.json,
 all_results.json (HF key names: eval_accuracy, eval_f1, eval_matthews_correlation, eval_pearson,
@@ -37,33 +40,27 @@ Every input is read and checked before anything is written (exit 2, one line nam
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
-import os
-import random
-import shutil
-import sys
-import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bigs.errors import BigsError, atomic_dir, atomic_path, cli_main, fail
+from bigs.errors import EXIT_PREEMPTED, BigsError, atomic_files, atomic_path, cli_main, fail
 from bigs.glue import Split, Task, compute_metrics, read_split, task
-from bigs.pretrain import (
-    complete_checkpoints,
-    optimizer_state_cpu,
-    param_groups,
-    positive,
-    rng_state,
-    save_model,
-    set_rng_state,
-    str2bool,
-    truncate_metrics,
-)
+from bigs.tokenizer import load_tokenizer, quiet_transformers
+from bigs.train import checkpoint as ckpt
+from bigs.train.flags import positive, str2bool
+from bigs.train.metrics import MetricsLog, Window, progress_bar
+from bigs.train.optim import build_optimizer
+from bigs.train.rundir import lock_output_dir, make_writable_dir, prepare_output_dir, truncate_metrics
+from bigs.train.runtime import Runtime, seed_everything, setup
+from bigs.train.schedule import Schedule, set_lr
+from bigs.train.signals import StopFlag
+from bigs.train.step import check_finite, train_step
 
 
 # ----------------------------------------------------------------------------- flags
@@ -162,14 +159,7 @@ TRAIN_KEYS = (
 )
 
 
-# ----------------------------------------------------------------------------- pure helpers
-def lr_at(step: int, total: int, warmup: int, lr: float) -> float:
-    """HF's linear schedule: 0 -> lr over `warmup` steps, then linearly to 0 at `total`."""
-    if step < warmup:
-        return lr * step / max(1, warmup)
-    return lr * max(0.0, (total - step) / max(1, total - warmup))
-
-
+# ----------------------------------------------------------------------------- data and model
 def read_data(args, t: Task) -> dict[str, list[Split]]:
     """Every split this run needs, read and checked up front (errors name file and line)."""
     caps = {"train": args.max_train_samples, "dev": args.max_eval_samples, "test": args.max_predict_samples}
@@ -181,18 +171,11 @@ def read_data(args, t: Task) -> dict[str, list[Split]]:
     return {k: [s.head(caps[k]) for s in read_split(t, k, args.data_dir)] for k in kinds}
 
 
-def _quiet_transformers():
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
-
 def load_model(args, t: Task):
     """(model, tokenizer, label_map) for task `t`; label_map maps our class ids to the model's
     (a checkpoint fine-tuned elsewhere may order MNLI's classes differently, as run_glue checks)."""
-    _quiet_transformers()
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    quiet_transformers()
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     import bigs.model  # noqa: F401  (registers model_type "BiGS" with the Auto classes)
 
@@ -265,12 +248,7 @@ def load_model(args, t: Task):
             )
         new = sorted(set(info["missing_keys"]) | {k for k, *_ in info["mismatched_keys"]})
         print(f"new (randomly initialised) weights: {', '.join(new) or 'none'}")
-    if local:
-        from bigs.evaluate import load_tokenizer
-
-        tok = load_tokenizer(None, Path(src), config.vocab_size)
-    else:
-        tok = AutoTokenizer.from_pretrained(src)
+    tok = load_tokenizer(None if local else src, Path(src), config.vocab_size, local_only=False, masked_lm=False)
     return model, tok, label_map
 
 
@@ -297,45 +275,61 @@ def encode(tok, split: Split, max_len: int, chunk: int = 50_000) -> dict[str, np
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def batch(enc: dict, idx: np.ndarray, device, labels: np.ndarray | None = None, trim: bool = False) -> dict:
-    """Rows `idx` as tensors on `device`; trim = cut the pads beyond the longest row (dynamic padding)."""
+def rows(enc: dict, idx: np.ndarray, labels: np.ndarray | None = None, trim: bool = False) -> dict:
+    """Rows `idx` as host tensors; trim = cut the pads beyond the longest row (dynamic padding)."""
     L = int(enc["attention_mask"][idx].sum(1).max()) if trim else enc["input_ids"].shape[1]
-    out = {k: torch.from_numpy(v[idx, :L].astype(np.int64)).to(device) for k, v in enc.items()}
+    out = {k: torch.from_numpy(v[idx, :L].astype(np.int64)) for k, v in enc.items()}
     if labels is not None:
-        out["labels"] = torch.from_numpy(labels[idx]).to(device)
+        out["labels"] = torch.from_numpy(labels[idx])
     return out
 
 
+@dataclass
+class Job:
+    """One fine-tuning: what the loop, evaluation and predictions read."""
+
+    args: argparse.Namespace
+    t: Task
+    rt: Runtime
+    model: torch.nn.Module
+    label_map: np.ndarray  # our class ids -> the model's
+    data: dict  # kind -> [Split]
+    enc: dict  # kind -> [encoded arrays]
+    out: Path
+
+
+# ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def predict(model, enc: dict, labels: np.ndarray | None, args, device, autocast) -> tuple[np.ndarray, float | None]:
+def predict(job: Job, enc: dict, labels: np.ndarray | None) -> tuple[np.ndarray, float | None]:
     """(logits (N, num_labels) float32, example-weighted mean loss or None) over one split."""
+    model, args = job.model, job.args
     model.eval()
     n, bs = len(enc["input_ids"]), args.per_device_eval_batch_size
     logits, loss_sum = [], 0.0
     for lo in range(0, n, bs):
         idx = np.arange(lo, min(lo + bs, n))
-        with autocast:
-            out = model(**batch(enc, idx, device, labels, trim=not args.pad_to_max_length))
-        logits.append(out.logits.float().cpu().numpy())
+        with job.rt.autocast():
+            o = model(**job.rt.to_device(rows(enc, idx, labels, trim=not args.pad_to_max_length)))
+        logits.append(o.logits.float().cpu().numpy())
         if labels is not None:
-            loss_sum += out.loss.item() * len(idx)
+            loss_sum += o.loss.item() * len(idx)
     model.train()
     return np.concatenate(logits), (loss_sum / n if labels is not None else None)
 
 
-def evaluate(model, t: Task, enc: list[dict], splits: list[Split], args, device, autocast, epoch: float) -> dict:
+def evaluate(job: Job, epoch: float) -> dict:
     """run_glue's eval_results: eval_<metric>, eval_loss, eval_runtime, ..., epoch; MNLI mismatched with _mm."""
     results = {}
-    for i, (e, s) in enumerate(zip(enc, splits)):
+    for i, (e, s) in enumerate(zip(job.enc["dev"], job.data["dev"])):
         t0 = time.time()
-        logits, loss = predict(model, e, s.labels, args, device, autocast)
-        m = {f"eval_{k}": v for k, v in compute_metrics(t, to_predictions(t, logits), s.labels).items()}
+        logits, loss = predict(job, e, s.labels)
+        m = {f"eval_{k}": v for k, v in compute_metrics(job.t, to_predictions(job.t, logits), s.labels).items()}
         dt = time.time() - t0
         m.update(
             eval_loss=loss,
             eval_runtime=round(dt, 4),
             eval_samples_per_second=round(len(s) / dt, 3),
-            eval_steps_per_second=round(math.ceil(len(s) / args.per_device_eval_batch_size) / dt, 3),
+            eval_steps_per_second=round(math.ceil(len(s) / job.args.per_device_eval_batch_size) / dt, 3),
             epoch=epoch,
             eval_samples=len(s),
         )
@@ -360,55 +354,15 @@ def write_json(path: Path, data: dict) -> None:
         tmp.write_text(json.dumps(data, indent=4, sort_keys=True) + "\n")
 
 
-def save_checkpoint(out: Path, step: int, model, optimizer, state: dict, keep: int | None) -> None:
-    """checkpoint-<step>/: model, optimizer, RNG, step and the settings that wrote it (atomic)."""
-    from safetensors.torch import save_file
+def incompatible_with(settings: dict):
+    """For the run dir's resume policy: why a checkpoint written with other training settings is not resumed."""
 
-    js, ts = rng_state()
-    with atomic_dir(out / f"checkpoint-{step}") as tmp:
-        save_model(model, tmp)
-        torch.save(optimizer_state_cpu(optimizer), tmp / "optimizer.pt")
-        save_file({k: v.contiguous() for k, v in ts.items()}, str(tmp / "rng.safetensors"))
-        (tmp / "trainer_state.json").write_text(json.dumps({**state, "step": step, "rng": js}, indent=1))
-    if keep:
-        for old in complete_checkpoints(out)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+    def why(c: Path) -> str | None:
+        saved = ckpt.read_state(c).args
+        changed = [k for k in settings if saved.get(k) != settings[k]]
+        return f"written with other settings ({', '.join(changed)})" if changed else None
 
-
-def load_checkpoint(ckpt: Path, model, optimizer) -> dict:
-    from safetensors.torch import load_file
-
-    state = json.loads((ckpt / "trainer_state.json").read_text())
-    model.load_state_dict(type(model).from_pretrained(ckpt).state_dict())
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"))
-    set_rng_state(state["rng"], load_file(str(ckpt / "rng.safetensors")))
-    return state
-
-
-def find_resume(args, out: Path, settings: dict) -> Path | None:
-    """The checkpoint to resume (HF semantics), or None; stale checkpoints are removed."""
-    if args.resume_from_checkpoint:
-        ckpt = Path(args.resume_from_checkpoint)
-        if not (ckpt / "trainer_state.json").is_file():
-            raise fail(ckpt, "--resume_from_checkpoint", "not a complete checkpoint (no trainer_state.json)")
-        return ckpt
-    ckpts = complete_checkpoints(out) if out.is_dir() else []
-    if not ckpts:
-        return None
-    saved = json.loads((ckpts[-1] / "trainer_state.json").read_text()).get("settings")
-    if not args.overwrite_output_dir and saved == settings:
-        return ckpts[-1]
-    why = (
-        "--overwrite_output_dir"
-        if args.overwrite_output_dir
-        else "written with other settings ("
-        + ", ".join(k for k in settings if (saved or {}).get(k) != settings[k])
-        + ")"
-    )
-    print(f"{out}: {len(ckpts)} old checkpoint(s) not resumed: {why}; starting over (they are removed)")
-    for d in ckpts:
-        shutil.rmtree(d, ignore_errors=True)
-    return None
+    return why
 
 
 # ----------------------------------------------------------------------------- main
@@ -416,176 +370,164 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     t = task(args.task_name)
     out = Path(args.output_dir)
+    with StopFlag() as stop:  # before anything is written
+        # --- inputs, all checked before anything is written: data, model, tokenizer
+        data = read_data(args, t)
+        rt = setup(args.device, bf16=args.bf16)
+        seed_everything(args.seed)  # HF set_seed before the model: the new head's init is seeded
+        model, tok, label_map = load_model(args, t)
+        model.to(rt.device)
+        for splits in data.values():  # our class ids -> the model's
+            for s in splits:
+                if s.labels is not None and not t.is_regression:
+                    s.labels = label_map[s.labels]
+        enc = {k: [encode(tok, s, args.max_seq_length) for s in splits] for k, splits in data.items()}
+        n_params = sum(p.numel() for p in model.parameters())
+        print(
+            f"{t.name}: {type(model).__name__} from {args.model_name_or_path}{' (random init)' if args.random_init else ''}, "
+            f"{n_params:,} parameters; device {rt.kind}, bf16 {rt.bf16}; "
+            + ", ".join(f"{k} {'+'.join(str(len(s)) for s in v)}" for k, v in data.items())
+        )
+        job = Job(args, t, rt, model, label_map, data, enc, out)
+        settings = {k: getattr(args, k) for k in TRAIN_KEYS}
+        if args.do_train:
+            resume = args.resume_from_checkpoint or ("never" if args.overwrite_output_dir else "auto")
+            resume_from, lock = prepare_output_dir(
+                out,
+                rt,
+                resume=resume,
+                overwrite=True,
+                incompatible=incompatible_with(settings),
+                program="bigs.finetune",
+            )
+            code, train_results, step = train(job, resume_from, stop)
+            if code:
+                return code
+            with atomic_files(out) as tmp:  # whole files, the weights last
+                ckpt.write_model_dir(tmp, model, tokenizer=tok.save_pretrained)
+            write_json(out / "train_results.json", train_results)
+        else:
+            make_writable_dir(out)
+            lock, train_results, step = lock_output_dir(out, "bigs.finetune"), {}, 0
+        finish(job, train_results, step)
+        lock.close()
+    return 0
 
-    # --- inputs, all checked before anything is written: data, model, tokenizer
-    data = read_data(args, t)
-    device = torch.device(
-        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
-    )
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BigsError("--device: cuda requested but torch.cuda.is_available() is False")
-    bf16 = args.bf16 if args.bf16 is not None else device.type == "cuda"
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    torch.manual_seed(args.seed)  # HF set_seed before the model: the new head's init is seeded
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    model, tok, label_map = load_model(args, t)
-    model.to(device)
-    for splits in data.values():  # our class ids -> the model's
-        for s in splits:
-            if s.labels is not None and not t.is_regression:
-                s.labels = label_map[s.labels]
-    enc = {k: [encode(tok, s, args.max_seq_length) for s in splits] for k, splits in data.items()}
-    n_params = sum(p.numel() for p in model.parameters())
-    print(
-        f"{t.name}: {type(model).__name__} from {args.model_name_or_path}{' (random init)' if args.random_init else ''}, "
-        f"{n_params:,} parameters; device {device.type}, bf16 {bf16}; "
-        + ", ".join(f"{k} {'+'.join(str(len(s)) for s in v)}" for k, v in data.items())
-    )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise fail(out, "--output_dir", f"cannot create ({exc.strerror or exc})") from None
 
-    train_results, step = {}, 0
-    if args.do_train:
-        train_results, step = train(args, t, model, data, enc, device, autocast, out)
-        with tempfile.TemporaryDirectory(prefix=".tmp-model.", dir=out) as tmp:  # whole files only in output_dir
-            save_model(model, Path(tmp))
-            tok.save_pretrained(tmp)
-            for f in Path(tmp).iterdir():
-                os.replace(f, out / f.name)
-        write_json(out / "train_results.json", train_results)
-
-    # --- evaluation and predictions, as run_glue writes them
+def finish(job: Job, train_results: dict, step: int) -> None:
+    """Evaluation and predictions, written as run_glue writes them."""
+    args, t, out = job.args, job.t, job.out
     eval_results = {}
     if args.do_eval:
-        eval_results = evaluate(
-            model, t, enc["dev"], data["dev"], args, device, autocast, train_results.get("epoch", 0.0)
-        )
+        eval_results = evaluate(job, train_results.get("epoch", 0.0))
         for k, v in sorted(eval_results.items()):
             print(f"  {k} = {v}")
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"kind": "eval", "step": step, **eval_results}) + "\n")
+        log = MetricsLog(out)
+        log({"kind": "eval", "step": step, **eval_results})
+        log.close()
     if args.do_predict:
         names = t.submission or (t.name,)
         for kind in ("dev", "test"):
-            for name, e, s in zip(names, enc[kind], data[kind]):
-                logits, _ = predict(model, e, None, args, device, autocast)
+            for name, e, s in zip(names, job.enc[kind], job.data[kind]):
+                logits, _ = predict(job, e, None)
                 write_submission(
-                    out / "predictions" / kind / f"{name}.tsv", t, s.ids, to_predictions(t, logits), label_map
+                    out / "predictions" / kind / f"{name}.tsv", t, s.ids, to_predictions(t, logits), job.label_map
                 )
     if args.do_eval:
         write_json(out / "eval_results.json", eval_results)
     write_json(out / "all_results.json", {**train_results, **eval_results})
-    return 0
 
 
-def train(args, t: Task, model, data, enc, device, autocast, out: Path) -> tuple[dict, int]:
-    """The loop: returns (train_results, steps done). Resumes from a checkpoint in `out` when one fits."""
-    from tqdm import tqdm
+def start(job: Job, resume_from: Path | None) -> tuple[torch.optim.Optimizer, ckpt.TrainState]:
+    """HF's AdamW over our groups, and the state: fresh, or model, optimizer and RNG from a checkpoint."""
+    args = job.args
+    optimizer = build_optimizer(
+        job.model,
+        lr=args.learning_rate,
+        weight_decay=args.weight_decay,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+    )
+    if resume_from is None:
+        return optimizer, ckpt.TrainState(args={k: getattr(args, k) for k in TRAIN_KEYS})
+    state = ckpt.load_checkpoint(resume_from, job.model, optimizer, rt=job.rt)
+    truncate_metrics(job.out / "metrics.jsonl", state.step)
+    print(f"resumed from {resume_from} at step {state.step}")
+    return optimizer, state
 
-    y, e = data["train"][0].labels, enc["train"][0]
+
+def train(job: Job, resume_from: Path | None, stop: StopFlag) -> tuple[int, dict, int]:
+    """The loop: (0, train_results, steps) at the end, (3, {}, steps) when a stop signal came (after a checkpoint)."""
+    args, rt, model, out = job.args, job.rt, job.model, job.out
+    y, e = job.data["train"][0].labels, job.enc["train"][0]
     n, bs = len(y), args.per_device_train_batch_size
     steps_per_epoch = math.ceil(n / bs)
     total = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
     warmup = args.warmup_steps if args.warmup_steps > 0 else math.ceil(args.warmup_ratio * total)
-    optimizer = torch.optim.AdamW(
-        param_groups(model, args.weight_decay, verbose=False),
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        eps=args.adam_epsilon,
-    )
-    settings = {k: getattr(args, k) for k in TRAIN_KEYS}
-    step, loss_total = 0, 0.0
-    resume = find_resume(args, out, settings)
-    if resume is not None:
-        state = load_checkpoint(resume, model, optimizer)
-        step, loss_total = state["step"], state["loss_total"]
-        truncate_metrics(out / "metrics.jsonl", step)
-        print(f"resumed from {resume} at step {step}")
-    elif (out / "metrics.jsonl").exists():
-        (out / "metrics.jsonl").unlink()
-    log_f = open(out / "metrics.jsonl", "a")
-
-    def log(rec: dict) -> None:
-        log_f.write(json.dumps(rec) + "\n")
-        log_f.flush()
-
+    lr_schedule = Schedule(args.learning_rate, warmup, total, "linear")
+    optimizer, state = start(job, resume_from)
+    log = MetricsLog(out)
     print(f"training: {n} examples, {steps_per_epoch} steps/epoch, {total} steps, warmup {warmup}, batch {bs}")
-    bar = tqdm(
-        total=total,
-        initial=step,
-        desc=f"finetune {t.name}",
-        dynamic_ncols=True,
-        mininterval=1.0 if sys.stderr.isatty() else 30.0,
-    )
+    bar = progress_bar(total, initial=state.step, desc=f"finetune {job.t.name}")
     model.train()
-    t0, start_step, loss_window, n_window = time.time(), step, 0.0, 0
-    while step < total:
-        ep, b = divmod(step, steps_per_epoch)
+    t0, start_step, window = time.time(), state.step, Window()
+    while state.step < total:
+        ep, b = divmod(state.step, steps_per_epoch)
         idx = np.random.default_rng([args.seed, ep]).permutation(n)[b * bs : (b + 1) * bs]  # (bs,) this epoch's order
-        lr = lr_at(step, total, warmup, args.learning_rate)
-        for g in optimizer.param_groups:
-            g["lr"] = lr * g.get("lr_mult", 1.0)
-        with autocast:
-            loss = model(**batch(e, idx, device, y, trim=not args.pad_to_max_length)).loss
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            model.parameters(), args.max_grad_norm if args.max_grad_norm > 0 else float("inf")
-        )
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
+        lr = lr_schedule.at(state.step)
+        set_lr(optimizer, lr)
+        micro = [rows(e, idx, y, trim=not args.pad_to_max_length)]
+        loss, grad_norm = train_step(model, micro, optimizer, rt=rt, weights=[1.0], max_grad_norm=args.max_grad_norm)
+        state.step += 1
         loss_val = loss.item()
-        if not math.isfinite(loss_val):
-            raise BigsError(f"{out}: loss: non-finite ({loss_val}) at step {step} — lower --learning_rate")
-        loss_total, loss_window, n_window = loss_total + loss_val, loss_window + loss_val, n_window + 1
+        check_finite(loss_val, state.step, (ckpt.complete_checkpoints(out) or [None])[-1])
+        state.loss_sum += loss_val
+        window.add(loss_val)
         bar.update(1)
-        epoch = step / steps_per_epoch
-        if step % args.logging_steps == 0 or step == total:
+        epoch, epoch_end = state.step / steps_per_epoch, state.step % steps_per_epoch == 0
+        if state.step % args.logging_steps == 0 or state.step == total:
+            mean, _ = window.close()
             log(
                 {
                     "kind": "train",
-                    "step": step,
+                    "step": state.step,
                     "epoch": round(epoch, 4),
-                    "loss": loss_window / n_window,
+                    "loss": mean,
                     "learning_rate": lr,
                     "grad_norm": float(grad_norm),
                 }
             )
-            bar.set_postfix(loss=f"{loss_window / n_window:.4f}", lr=f"{lr:.2e}")
-            loss_window, n_window = 0.0, 0
-        epoch_end = step % steps_per_epoch == 0
-        if "dev" in data and (
-            (args.eval_strategy == "steps" and step % args.eval_steps == 0)
+            bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}")
+        if "dev" in job.data and (
+            (args.eval_strategy == "steps" and state.step % args.eval_steps == 0)
             or (args.eval_strategy == "epoch" and epoch_end)
         ):
-            log(
-                {
-                    "kind": "eval",
-                    "step": step,
-                    **evaluate(model, t, enc["dev"], data["dev"], args, device, autocast, epoch),
-                }
-            )
-        if (args.save_strategy == "steps" and step % args.save_steps == 0) or (
+            log({"kind": "eval", "step": state.step, **evaluate(job, epoch)})
+        save_due = (args.save_strategy == "steps" and state.step % args.save_steps == 0) or (
             args.save_strategy == "epoch" and epoch_end
-        ):
-            save_checkpoint(
-                out, step, model, optimizer, {"settings": settings, "loss_total": loss_total}, args.save_total_limit
-            )
+        )
+        if save_due or stop.signal:
+            path = ckpt.save_checkpoint(out, state, model, optimizer, rt=rt, keep=args.save_total_limit)
+            if stop.signal:
+                print(
+                    f"\nstopped by {stop.signal} at step {state.step}; checkpoint {path}; exit {EXIT_PREEMPTED} (rerun to resume)"
+                )
+                return EXIT_PREEMPTED, {}, state.step
     bar.close()
-    log_f.close()
-    runtime = time.time() - t0
-    done = max(step - start_step, 1)
-    return {
-        "epoch": step / steps_per_epoch,
-        "train_loss": loss_total / max(step, 1),
-        "train_runtime": round(runtime, 4),
-        "train_samples": n,
-        "train_samples_per_second": round(done * bs / runtime, 3),
-        "train_steps_per_second": round(done / runtime, 3),
-    }, step
+    log.close()
+    runtime, done = time.time() - t0, max(state.step - start_step, 1)
+    return (
+        0,
+        {
+            "epoch": state.step / steps_per_epoch,
+            "train_loss": state.loss_sum / max(state.step, 1),
+            "train_runtime": round(runtime, 4),
+            "train_samples": n,
+            "train_samples_per_second": round(done * bs / runtime, 3),
+            "train_steps_per_second": round(done / runtime, 3),
+        },
+        state.step,
+    )
 
 
 if __name__ == "__main__":

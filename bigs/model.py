@@ -316,7 +316,8 @@ _CONVS = {"toeplitz": conv_toeplitz, "fft": conv_fft, "direct": conv_direct}
 
 
 def ssm_conv(u, K, D, impl="auto", reverse=False):
-    """Convolution in fp32 (or fp64) even under bf16/fp16 autocast; u (L, ...) -> (L, ...)."""
+    """Convolution in fp32 (or fp64) even under bf16/fp16 autocast; u (L, ...) -> (L, ...).
+    On CUDA with TF32 on (training's default, bigs/train/runtime.py) the Toeplitz GEMM takes TF32 inputs."""
     f = torch.promote_types(u.dtype, torch.float32)
     with torch.autocast(device_type=u.device.type, enabled=False):
         return _CONVS[resolve_conv_impl(impl, u.shape[0])](u.to(f), K.to(f), D.to(f), reverse)

@@ -196,7 +196,8 @@ def test_per_shard_cli_equals_in_process_form(wiki_text_shards_dir, wiki_samples
 def test_long_sequences(wiki_text_shards_dir, tmp_path, L):
     vocab = samples.load_vocab()
     tok = samples.tokenize_file(wiki_text_shards_dir / "test0.txt", vocab)
-    (path,) = samples.write_copies(tok, tmp_path, 0, 2, [0], 42, L, 80, 0.15, 0.1)
+    spec = samples.MaskSpec(max_seq_length=L, max_predictions_per_seq=80, masked_lm_prob=0.15, short_seq_prob=0.1)
+    (path,) = samples.write_copies(tok, tmp_path, shard_index=0, num_shards=2, copies=[0], seed=42, spec=spec)
     a = validate_shard(path)
     assert a["input_ids"].shape[1] == L and a["masked_lm_positions"].shape[1] == 80
     lengths = a["input_mask"].sum(1)
@@ -207,7 +208,8 @@ def test_long_sequences(wiki_text_shards_dir, tmp_path, L):
 def test_whole_word_mask(wiki_text_shards_dir, tmp_path):
     vocab = samples.load_vocab()
     tok = samples.tokenize_file(wiki_text_shards_dir / "test1.txt", vocab)
-    (path,) = samples.write_copies(tok, tmp_path, 1, 2, [0], 42, 128, 20, 0.15, 0.1, whole_word_mask=True)
+    spec = samples.MaskSpec(max_seq_length=128, max_predictions_per_seq=20, whole_word_mask=True)
+    (path,) = samples.write_copies(tok, tmp_path, shard_index=1, num_shards=2, copies=[0], seed=42, spec=spec)
     a = validate_shard(path)
     ids = _restored(a)
     cont = vocab.continuation

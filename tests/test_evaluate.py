@@ -15,7 +15,8 @@ import torch
 
 from bigs.data.format import write_shard
 from bigs.errors import BigsError
-from bigs.evaluate import BUNDLED_VOCAB, evaluate_mlm, fill_mask, load_tokenizer, main
+from bigs.evaluate import evaluate_mlm, fill_mask, main
+from bigs.tokenizer import BUNDLED_VOCAB, load_tokenizer
 
 V, L = 99, 7  # odd tiny sizes (HF test style)
 

@@ -127,7 +127,8 @@ def tiny_bigs(tmp_path_factory) -> Path:
     import torch
 
     from bigs.model import BiGSConfig, BiGSForMaskedLM
-    from bigs.pretrain import save_model, save_tokenizer
+    from bigs.tokenizer import save_tokenizer
+    from bigs.train.checkpoint import save_model
 
     d = tmp_path_factory.mktemp("tiny-bigs") / "final"
     d.mkdir()
@@ -387,7 +388,8 @@ def test_bert_baseline_checkpoint(glue_dir, tmp_path):
     from transformers import BertConfig, BertModel
 
     from bigs.bert import BertForMaskedLMMaskedHead
-    from bigs.pretrain import save_model, save_tokenizer
+    from bigs.tokenizer import save_tokenizer
+    from bigs.train.checkpoint import save_model
 
     torch.manual_seed(0)
     cfg = BertConfig(

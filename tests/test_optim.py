@@ -1,4 +1,4 @@
-"""bigs.optim.OptaxAdafactor: optax.adafactor's defaults, checked against numbers derived from its
+"""bigs.train.adafactor.OptaxAdafactor: optax.adafactor's defaults, checked against numbers derived from its
 definition (factored second moments only when both dims >= 128, decay 1 - (t+1)^-0.8, per-parameter
 RMS clip at 1, parameter scale max(rms(p), 1e-3), no weight decay). Cross-checked once against
 optax 0.2.8 itself: max |Δ| 2.4e-7 after 4 steps over shapes (130,129), (7,3), (5,), (3,200,140),
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from bigs.optim import OptaxAdafactor, factored_dims
+from bigs.train.adafactor import OptaxAdafactor, factored_dims
 
 
 def one_step(p0, g, lr=0.01, opt=None):

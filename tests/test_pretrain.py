@@ -23,7 +23,8 @@ import torch
 from conftest import metrics, run_cli, tiny_args, weights_hash
 
 from bigs.errors import BigsError
-from bigs.pretrain import accumulation_steps, eval_cost_fraction, is_paper_recipe, lr_at, param_groups, parse_args
+from bigs.pretrain import accumulation_steps, eval_cost_fraction, is_paper_recipe, parse_args, schedule
+from bigs.train.optim import param_groups
 
 GOLDEN = Path(__file__).parent / "golden" / "pretrain_tiny_losses.json"
 SEED_GPU_COMMAND = """--output_dir=BiGS_100k/ --dataset_path=PATH_OF_YOUR_TRAIN_CORPUS/ --model_type=s4-bert
@@ -45,15 +46,15 @@ def test_lr_schedule_matches_closed_form():
             "--num_total_train_steps=1100",
         ]
     )
-    assert lr_at(0, a) == 0.0
-    assert lr_at(50, a) == pytest.approx(5e-4)
-    assert lr_at(100, a) == pytest.approx(1e-3)  # cosine at t = 0
-    assert lr_at(600, a) == pytest.approx(1e-3 * (0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)) + 0.1))  # = 5.5e-4
-    assert lr_at(1100, a) == pytest.approx(1e-4)  # alpha * lr at the end
+    assert schedule(a).at(0) == 0.0
+    assert schedule(a).at(50) == pytest.approx(5e-4)
+    assert schedule(a).at(100) == pytest.approx(1e-3)  # cosine at t = 0
+    assert schedule(a).at(600) == pytest.approx(1e-3 * (0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)) + 0.1))  # = 5.5e-4
+    assert schedule(a).at(1100) == pytest.approx(1e-4)  # alpha * lr at the end
     a.schedule_type = "linear"
-    assert lr_at(600, a) == pytest.approx(5e-4) and lr_at(1100, a) == 0.0
+    assert schedule(a).at(600) == pytest.approx(5e-4) and schedule(a).at(1100) == 0.0
     a.schedule_type = "constant"
-    assert lr_at(600, a) == pytest.approx(1e-3) and lr_at(10, a) == pytest.approx(1e-4)
+    assert schedule(a).at(600) == pytest.approx(1e-3) and schedule(a).at(10) == pytest.approx(1e-4)
 
 
 def test_seed_command_parses_with_original_meaning():
@@ -336,10 +337,10 @@ def test_paper_recipe_is_recognised_and_its_evaluation_budget_is_small():
 def test_max_train_shards_counts_shard_visits_as_the_original(shards, tmp_path):
     """3 shards of 40/47/54 instances = 5/5/6 batches of 8; 4 visits = one epoch + the first shard of
     the next epoch's seeded order; training stops there, before --num_total_train_steps."""
-    from bigs.pretrain import TrainStream
+    from bigs.data.stream import TrainStream
 
     sizes = {f"train_shard_{k}.hdf5": 40 + 7 * k for k in range(3)}
-    stream = TrainStream(sorted(str(p) for p in shards.glob("train_*")), 8, 0, 1, seed=7)
+    stream = TrainStream(sorted(str(p) for p in shards.glob("train_*")), per_device=8, seed=7)
     visited = [stream.shards[i] for i in stream._order(0)] + [stream.shards[stream._order(1)[0]]]
     expected = sum(sizes[Path(p).name] // 8 for p in visited)
     out = tmp_path / "run"

@@ -284,18 +284,37 @@ def fetch(
     if max(names.values()) > 1:
         raise fail(src, "--source", f"duplicate file names {[n for n, c in names.items() if c > 1][:5]}")
     out.mkdir(parents=True, exist_ok=True)
-    state = load_manifest(out)
-    todo = [f for f in files if not is_verified(out / f.name, f, state.get(f.name))]
+    ledger = Ledger(out, src, vocab_size)
+    todo = [f for f in files if not is_verified(out / f.name, f, ledger.files.get(f.name))]
     for f in todo:  # temp files of a killed fetch (atomic_path's names)
         for tmp in out.glob(f".tmp-{glob_escape(f.name)}.*"):
             tmp.unlink(missing_ok=True)
     log.info("%s: %d shard(s), %d to fetch", src, len(files), len(todo))
+    try:
+        if src.startswith("gs://") and storage.use_gsutil() and todo:
+            fetch_with_gsutil(todo, ledger)
+        else:
+            fetch_in_threads(todo, ledger, n_threads, n_files=len(files))
+    finally:
+        ledger.save()
+    return [out / f.name for f in files]
 
-    lock, saved = threading.Lock(), [time.monotonic()]
 
-    def finish(f: storage.RemoteFile, md5: str | None = None) -> None:
+class Ledger:
+    """What `out` holds, verified (its manifest state), saved as files finish (every 2 s at most) so
+    a killed fetch resumes where it was; `finish` checks each downloaded file, keeps or removes it."""
+
+    def __init__(self, out: Path, src: str, vocab_size: int):
+        self.out, self.src, self.vocab_size = out, src, vocab_size
+        self.files = load_manifest(out)
+        self.lock, self.saved = threading.Lock(), time.monotonic()
+
+    def save(self) -> None:
+        save_manifest(self.out, self.src, self.files)
+
+    def finish(self, f: storage.RemoteFile, md5: str | None = None) -> None:
         """Check md5 (recording it if the source gives none) and layout; keep or remove."""
-        path = out / f.name
+        path = self.out / f.name
         md5 = md5 or storage.md5_file(path)
         if f.md5 is not None and md5 != f.md5:
             path.unlink()
@@ -303,64 +322,68 @@ def fetch(
                 path, "md5", f"checksum mismatch for {f.uri}: got {md5}, expected {f.md5} — bad file removed; re-run"
             )
         try:
-            validate_shard(path, vocab_size=vocab_size)
+            validate_shard(path, vocab_size=self.vocab_size)
         except BigsError:
             path.unlink()
             raise
         st = path.stat()
-        with lock:  # saved as files finish (every 2 s at most): a killed fetch resumes where it was
-            state[f.name] = {
+        with self.lock:
+            self.files[f.name] = {
                 "size": st.st_size,
                 "md5": md5,
                 "mtime_ns": st.st_mtime_ns,
                 "validated": True,
                 "uri": f.uri,
             }
-            if time.monotonic() - saved[0] > 2:
-                save_manifest(out, src, state)
-                saved[0] = time.monotonic()
+            if time.monotonic() - self.saved > 2:
+                self.save()
+                self.saved = time.monotonic()
 
-    def one(f: storage.RemoteFile) -> None:
+    def download(self, f: storage.RemoteFile) -> None:
+        """One file from its source (Drive or storage), then finish()."""
+        path = self.out / f.name
         if f.uri.startswith("gdrive:"):
-            gdrive_download(f.uri[len("gdrive:") :], out / f.name, md5=f.md5, size=f.size)
+            gdrive_download(f.uri[len("gdrive:") :], path, md5=f.md5, size=f.size)
         else:
-            entry = state.get(f.name) or {}
-            storage.download(f.uri, out / f.name, md5=f.md5 or None, size=f.size)
-            if f.md5 is None and entry.get("md5") and storage.md5_file(out / f.name) != entry["md5"]:
+            entry = self.files.get(f.name) or {}
+            storage.download(f.uri, path, md5=f.md5 or None, size=f.size)
+            if f.md5 is None and entry.get("md5") and storage.md5_file(path) != entry["md5"]:
                 log.warning("%s: md5 differs from the first download (%s); the source changed?", f.name, entry["md5"])
-        finish(f, f.md5)  # a known md5 was checked before the rename
+        self.finish(f, f.md5)  # a known md5 was checked before the rename
 
+
+def fetch_with_gsutil(todo: list, ledger: Ledger) -> None:
+    """One parallel `gsutil -m cp` into a stage dir, then each file moved into place and checked."""
+    stage = Path(tempfile.mkdtemp(prefix=".tmp-gsutil-", dir=ledger.out))
     try:
-        if src.startswith("gs://") and storage.use_gsutil() and todo:
-            stage = Path(tempfile.mkdtemp(prefix=".tmp-gsutil-", dir=out))
-            try:
-                storage.gsutil_cp([f.uri for f in todo], stage)
-                for f in todo:
-                    if not (stage / f.name).is_file():
-                        raise fail(out / f.name, "gsutil", f"{f.uri} was not downloaded")
-                    os.replace(stage / f.name, out / f.name)
-                    finish(f)
-            finally:
-                shutil.rmtree(stage, ignore_errors=True)
-        else:
-            failed = []
-            with concurrent.futures.ThreadPoolExecutor(max(1, n_threads)) as pool:
-                for fut in concurrent.futures.as_completed([pool.submit(one, f) for f in todo]):
-                    try:
-                        fut.result()
-                    except BigsError as exc:  # the others go on; all failures are reported at the end
-                        log.error("%s", exc)
-                        failed.append(exc)
-            if len(failed) == 1:
-                raise failed[0]
-            if failed:
-                raise BigsError(
-                    f"{out}: fetch: {len(failed)} of {len(todo)} file(s) failed, first: {failed[0]} — the "
-                    f"{len(files) - len(failed)} others are verified; rerun the same command to fetch the rest"
-                )
+        storage.gsutil_cp([f.uri for f in todo], stage)
+        for f in todo:
+            if not (stage / f.name).is_file():
+                raise fail(ledger.out / f.name, "gsutil", f"{f.uri} was not downloaded")
+            os.replace(stage / f.name, ledger.out / f.name)
+            ledger.finish(f)
     finally:
-        save_manifest(out, src, state)
-    return [out / f.name for f in files]
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def fetch_in_threads(todo: list, ledger: Ledger, n_threads: int, *, n_files: int) -> None:
+    """Download `todo` in n_threads threads; the others go on when one fails, and every failure is
+    reported at the end (one error naming the first)."""
+    failed = []
+    with concurrent.futures.ThreadPoolExecutor(max(1, n_threads)) as pool:
+        for fut in concurrent.futures.as_completed([pool.submit(ledger.download, f) for f in todo]):
+            try:
+                fut.result()
+            except BigsError as exc:
+                log.error("%s", exc)
+                failed.append(exc)
+    if len(failed) == 1:
+        raise failed[0]
+    if failed:
+        raise BigsError(
+            f"{ledger.out}: fetch: {len(failed)} of {len(todo)} file(s) failed, first: {failed[0]} — the "
+            f"{n_files - len(failed)} others are verified; rerun the same command to fetch the rest"
+        )
 
 
 def main(argv=None):

@@ -149,19 +149,8 @@ def validate_shard(
         raise fail(path, "input_ids", "empty shard (0 instances) — regenerate it")
     if max_seq_length is not None and seq_len != max_seq_length:
         raise fail(path, "input_ids", f"sequence length {seq_len}, expected --max_seq_length {max_seq_length}")
-    ids, mask, seg = arrays["input_ids"], arrays["input_mask"], arrays["segment_ids"]
-    pos, mids = arrays["masked_lm_positions"], arrays["masked_lm_ids"]
-    for name, a, hi in (
-        ("input_ids", ids, vocab_size),
-        ("masked_lm_ids", mids, vocab_size),
-        ("input_mask", mask, 2),
-        ("segment_ids", seg, 2),
-        ("masked_lm_positions", pos, seq_len),
-    ):
-        bad = (a < 0) | (a >= hi)
-        if bad.any():
-            row = int(np.argwhere(bad)[0][0])
-            raise fail(path, name, f"value {int(a[bad][0])} out of range [0, {hi}) in instance {row}")
+    check_ranges(path, arrays, vocab_size)
+    mask, pos, mids = arrays["input_mask"], arrays["masked_lm_positions"], arrays["masked_lm_ids"]
     # input_mask is 1…1 0…0 (real tokens first)
     if (np.diff(mask.astype(np.int16), axis=1) > 0).any():
         raise fail(path, "input_mask", "a 1 follows a 0 (padding must be at the end)")
@@ -181,6 +170,24 @@ def validate_shard(
     if (mids[~real] != 0).any():
         raise fail(path, "masked_lm_ids", "non-zero id where masked_lm_positions is 0-padding")
     return arrays
+
+
+def check_ranges(path, arrays: dict, vocab_size: int = DEFAULT_VOCAB_SIZE) -> None:
+    """Every value an index: ids < vocab_size, positions < L, mask and segment ids 0/1. The check the
+    trainer runs on each shard as it loads it (an out-of-range id is a device-side assert on CUDA)."""
+    seq_len = arrays["input_ids"].shape[1]
+    for name, hi in (
+        ("input_ids", vocab_size),
+        ("masked_lm_ids", vocab_size),
+        ("input_mask", 2),
+        ("segment_ids", 2),
+        ("masked_lm_positions", seq_len),
+    ):
+        a = arrays[name]
+        if a.size and (a.min() < 0 or a.max() >= hi):
+            bad = (a < 0) | (a >= hi)
+            row = int(np.argwhere(bad)[0][0])
+            raise fail(path, name, f"value {int(a[bad][0])} out of range [0, {hi}) in instance {row}")
 
 
 def mlm_labels(input_ids, masked_lm_positions, masked_lm_ids) -> np.ndarray:

@@ -50,18 +50,17 @@ import os
 import re
 from array import array
 from bisect import bisect_left
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bigs.errors import atomic_path, cli_main, fail
+from bigs.tokenizer import BUNDLED_NAMES, BUNDLED_VOCAB
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # parallelism = --n_processes, one thread each
 
 log = logging.getLogger("bigs.data.samples")
-BUNDLED_VOCAB = Path(__file__).parent / "vocab" / "bert-large-uncased-vocab.txt"
-BUNDLED_NAMES = ("bert-large-uncased", "bert-base-uncased")
 VOCAB_SIZES = {
     "bert-base-uncased": 30522,
     "bert-large-uncased": 30522,
@@ -335,10 +334,31 @@ def make_instances(tokens: Tokens, max_seq_length: int, short_seq_prob: float, r
 
 
 # ------------------------------------------------------------------ masking (once per copy)
-def mask_block(
-    ids, starts, lengths, L: int, P: int, masked_lm_prob: float, meta: dict, rng, whole_word=False, continuation=None
-) -> dict:
+@dataclass(frozen=True)
+class MaskSpec:
+    """What shapes a masked copy: academic-budget-bert's instance and masking flags."""
+
+    max_seq_length: int = 512
+    max_predictions_per_seq: int = 20
+    masked_lm_prob: float = 0.15
+    short_seq_prob: float = 0.1
+    whole_word_mask: bool = False
+
+    def check(self, where="samples") -> None:
+        L, P = self.max_seq_length, self.max_predictions_per_seq
+        if L < 4:
+            raise fail(where, "--max_seq_length", f"{L} is too small (>= 4)")
+        if not 1 <= P < L:
+            raise fail(where, "--max_predictions_per_seq", f"{P} must be >= 1 and < --max_seq_length {L}")
+        if not 0 < self.masked_lm_prob < 1:
+            raise fail(where, "--masked_lm_prob", f"{self.masked_lm_prob} must be in (0, 1)")
+        if not 0 <= self.short_seq_prob <= 1:
+            raise fail(where, "--short_seq_prob", f"{self.short_seq_prob} must be in [0, 1]")
+
+
+def mask_block(ids, starts, lengths, *, spec: MaskSpec, meta: dict, rng) -> dict:
     """The five arrays for a block of instances."""
+    L, P, masked_lm_prob = spec.max_seq_length, spec.max_predictions_per_seq, spec.masked_lm_prob
     n = len(starts)
     pad, cls, sep, mask_id, vocab_size = (meta[k] for k in ("pad_id", "cls_id", "sep_id", "mask_id", "vocab_size"))
     col = np.arange(L - 2)
@@ -352,8 +372,8 @@ def mask_block(
     input_mask = (np.arange(L) < (lengths + 2)[:, None]).astype(np.int8)
     # number to predict: len counts [CLS] and [SEP]; np.rint rounds half to even like Python round
     n_pred = np.minimum(np.minimum(P, np.maximum(1, np.rint((lengths + 2) * masked_lm_prob))), lengths).astype(np.int64)
-    if whole_word:
-        positions = _whole_word_positions(input_ids, lengths, n_pred, P, continuation, rng)
+    if spec.whole_word_mask:
+        positions = _whole_word_positions(input_ids, lengths, n_pred, P, meta["_continuation"], rng)
     else:
         # a uniform random subset of size n_pred: the n_pred smallest of iid keys over candidates 1..len
         keys = rng.random((n, L), dtype=np.float32)
@@ -407,90 +427,40 @@ def _whole_word_positions(input_ids, lengths, n_pred, P, continuation, rng) -> n
     return out
 
 
-def mask_copy(
-    tokens: Tokens,
-    starts,
-    lengths,
-    max_seq_length: int,
-    max_predictions_per_seq: int,
-    masked_lm_prob: float,
-    seed: int,
-    whole_word_mask: bool = False,
-) -> dict:
+def mask_copy(tokens: Tokens, starts, lengths, spec: MaskSpec, seed: int) -> dict:
     """All instances of one copy, shuffled, masked with Generator(seed)."""
     rng = np.random.default_rng([seed, 1])  # stream 1: masking (stream 0 draws instances)
     perm = rng.permutation(len(starts))
     starts, lengths = starts[perm], lengths[perm]
     parts = [
-        mask_block(
-            tokens.ids,
-            starts[b : b + BLOCK],
-            lengths[b : b + BLOCK],
-            max_seq_length,
-            max_predictions_per_seq,
-            masked_lm_prob,
-            tokens.meta,
-            rng,
-            whole_word_mask,
-            tokens.meta["_continuation"],
-        )
+        mask_block(tokens.ids, starts[b : b + BLOCK], lengths[b : b + BLOCK], spec=spec, meta=tokens.meta, rng=rng)
         for b in range(0, len(starts), BLOCK)
     ]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def check_args(
-    max_seq_length: int, max_predictions_per_seq: int, masked_lm_prob: float, short_seq_prob: float, where="samples"
-) -> None:
-    if max_seq_length < 4:
-        raise fail(where, "--max_seq_length", f"{max_seq_length} is too small (>= 4)")
-    if not 1 <= max_predictions_per_seq < max_seq_length:
-        raise fail(
-            where,
-            "--max_predictions_per_seq",
-            f"{max_predictions_per_seq} must be >= 1 and < --max_seq_length {max_seq_length}",
-        )
-    if not 0 < masked_lm_prob < 1:
-        raise fail(where, "--masked_lm_prob", f"{masked_lm_prob} must be in (0, 1)")
-    if not 0 <= short_seq_prob <= 1:
-        raise fail(where, "--short_seq_prob", f"{short_seq_prob} must be in [0, 1]")
-
-
 def write_copies(
-    tokens: Tokens,
-    out_dir,
-    shard_index: int,
-    num_shards: int,
-    copies,
-    seed: int,
-    max_seq_length: int,
-    max_predictions_per_seq: int,
-    masked_lm_prob: float,
-    short_seq_prob: float = 0.1,
-    whole_word_mask: bool = False,
-    output=None,
+    tokens: Tokens, out_dir, *, shard_index: int, num_shards: int, copies, seed: int, spec: MaskSpec, output=None
 ) -> list[Path]:
     """Mask and write copies `copies` of one tokenized text shard; return the written paths."""
-    check_args(max_seq_length, max_predictions_per_seq, masked_lm_prob, short_seq_prob, tokens.meta["source"])
+    spec.check(tokens.meta["source"])
     if seed < 0:
         raise fail(tokens.meta["source"], "--seed", "must be >= 0")
-    if whole_word_mask and not tokens.meta["_continuation"].any():
+    if spec.whole_word_mask and not tokens.meta["_continuation"].any():
         raise fail(tokens.meta["source"], "--whole_word_mask", "needs a WordPiece vocab (## pieces)")
     split = tokens.meta["split"]
     # instances: once per text shard, from the seed of copy 0 (seed + i), stream 0
     starts, lengths = make_instances(
         tokens,
-        max_seq_length,
-        short_seq_prob,
+        spec.max_seq_length,
+        spec.short_seq_prob,
         np.random.default_rng([seed + output_index(shard_index, 0, num_shards), 0]),
     )
     written = []
     for j in copies:
         k = output_index(shard_index, j, num_shards)
         path = Path(output) if output is not None else Path(out_dir) / f"{split}_shard_{k}.hdf5"
-        arrays = mask_copy(
-            tokens, starts, lengths, max_seq_length, max_predictions_per_seq, masked_lm_prob, seed + k, whole_word_mask
-        )
+        arrays = mask_copy(tokens, starts, lengths, spec, seed + k)
         attrs = {
             "generator": "bigs.data.samples",
             "source": tokens.meta["source"],
@@ -499,11 +469,7 @@ def write_copies(
             "shard_index": shard_index,
             "num_shards": num_shards,
             "seed": seed + k,
-            "max_seq_length": max_seq_length,
-            "max_predictions_per_seq": max_predictions_per_seq,
-            "masked_lm_prob": masked_lm_prob,
-            "short_seq_prob": short_seq_prob,
-            "whole_word_mask": bool(whole_word_mask),
+            **asdict(spec),
             "model_name": tokens.meta["model_name"],
             "vocab_md5": tokens.meta["vocab_md5"],
             "do_lower_case": bool(tokens.meta["do_lower_case"]),
@@ -535,40 +501,36 @@ def _job(args):
     path, out_dir, i, n, settings, vocab_args = args
     vocab = load_vocab(**vocab_args)
     tokens = tokenize_file(path, vocab)
+    spec = MaskSpec(**{f: settings[f] for f in MaskSpec.__dataclass_fields__})
     return write_copies(
         tokens,
         out_dir,
-        i,
-        n,
-        range(settings["dup_factor"]),
-        settings["seed"],
-        settings["max_seq_length"],
-        settings["max_predictions_per_seq"],
-        settings["masked_lm_prob"],
-        settings["short_seq_prob"],
-        settings["whole_word_mask"],
+        shard_index=i,
+        num_shards=n,
+        copies=range(settings["dup_factor"]),
+        seed=settings["seed"],
+        spec=spec,
     )
 
 
 def generate(
     text_dir,
     out_dir,
+    *,
     dup_factor: int = 1,
     seed: int = 555,
     vocab_file=None,
     do_lower_case: bool = True,
-    masked_lm_prob: float = 0.15,
-    max_seq_length: int = 512,
     model_name: str = "bert-large-uncased",
-    max_predictions_per_seq: int = 20,
     n_processes: int = 1,
-    short_seq_prob: float = 0.1,
-    whole_word_mask: bool = False,
     overwrite: bool = False,
+    **mask,
 ) -> list[Path]:
-    """Every text shard in `text_dir` -> dup_factor hdf5 shards in `out_dir`."""
+    """Every text shard in `text_dir` -> dup_factor hdf5 shards in `out_dir`. `mask`: MaskSpec's
+    fields (max_seq_length, max_predictions_per_seq, masked_lm_prob, short_seq_prob, whole_word_mask)."""
     text_dir, out_dir = Path(text_dir), Path(out_dir)
-    check_args(max_seq_length, max_predictions_per_seq, masked_lm_prob, short_seq_prob, text_dir)
+    spec = MaskSpec(**mask)
+    spec.check(text_dir)
     if dup_factor < 1:
         raise fail(text_dir, "--dup_factor", "must be >= 1")
     if n_processes < 1:
@@ -579,11 +541,7 @@ def generate(
     settings = {
         "dup_factor": dup_factor,
         "seed": seed,
-        "masked_lm_prob": masked_lm_prob,
-        "max_seq_length": max_seq_length,
-        "max_predictions_per_seq": max_predictions_per_seq,
-        "short_seq_prob": short_seq_prob,
-        "whole_word_mask": bool(whole_word_mask),
+        **asdict(spec),
         "vocab_md5": vocab.md5,
         "do_lower_case": bool(do_lower_case),
         "model_name": model_name,
@@ -632,6 +590,11 @@ def _add_model_args(p):
     )
 
 
+def mask_spec(a: argparse.Namespace) -> MaskSpec:
+    """MaskSpec from the parsed flags of _add_mask_args."""
+    return MaskSpec(**{f: getattr(a, f) for f in MaskSpec.__dataclass_fields__})
+
+
 def _add_mask_args(p, max_seq_length_default=512):
     p.add_argument("--masked_lm_prob", type=float, default=0.15)
     p.add_argument("--max_seq_length", type=int, default=max_seq_length_default)
@@ -645,70 +608,8 @@ def main(argv=None):
 
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if argv and argv[0] == "tokenize":
-        p = argparse.ArgumentParser(
-            prog="python -m bigs.data.samples tokenize", description="Tokenize one text shard once -> .npz token file"
-        )
-        p.add_argument("--input", required=True, help="text shard, e.g. SHARDS/training3.txt")
-        p.add_argument("--output", required=True, help="token file, e.g. TOK/training3.npz")
-        _add_model_args(p)
-        a = p.parse_args(argv[1:])
-        vocab = load_vocab(a.model_name, a.vocab_file, bool(a.do_lower_case))
-        t = tokenize_file(a.input, vocab)
-        save_tokens(t, a.output)
-        log.info(
-            "%s: %d tokens, %d sentences, %d documents",
-            a.output,
-            len(t.ids),
-            len(t.sent_offsets) - 1,
-            len(t.doc_offsets) - 1,
-        )
-        return
-    if argv and argv[0] == "mask":
-        p = argparse.ArgumentParser(
-            prog="python -m bigs.data.samples mask",
-            description="Mask copy j of one tokenized text shard -> {split}_shard_{k}.hdf5",
-        )
-        p.add_argument("--tokens", required=True, help="token file from `tokenize`")
-        p.add_argument("--output", required=True, help="hdf5 path; its name should be {split}_shard_{k}.hdf5")
-        p.add_argument("--copy", type=int, required=True, help="dup copy j in 0..dup_factor-1")
-        p.add_argument("--num_shards", type=int, required=True, help="number N of text shards in this split")
-        p.add_argument("--shard_index", type=int, default=None, help="i (default: from the text shard's name)")
-        p.add_argument("--seed", type=int, default=555, help="base seed; file k uses seed + k")
-        _add_mask_args(p)
-        a = p.parse_args(argv[1:])
-        t = load_tokens(a.tokens)
-        i = a.shard_index if a.shard_index is not None else t.meta.get("shard_index")
-        if i is None:
-            raise fail(a.tokens, "--shard_index", "not given and not in the text shard's name")
-        if not 0 <= i < a.num_shards:
-            raise fail(a.tokens, "--shard_index", f"{i} not in [0, --num_shards {a.num_shards})")
-        if a.copy < 0:
-            raise fail(a.tokens, "--copy", "must be >= 0")
-        k = output_index(i, a.copy, a.num_shards)
-        m = re.fullmatch(r"(train|test)_shard_(\d+)\.hdf5", Path(a.output).name)
-        if m and (int(m.group(2)) != k or m.group(1) != t.meta["split"]):
-            raise fail(
-                a.output,
-                "--output",
-                f"name does not match {t.meta['split']}_shard_{k}.hdf5 "
-                f"(k = copy {a.copy} * num_shards {a.num_shards} + shard_index {i})",
-            )
-        write_copies(
-            t,
-            None,
-            i,
-            a.num_shards,
-            [a.copy],
-            a.seed,
-            a.max_seq_length,
-            a.max_predictions_per_seq,
-            a.masked_lm_prob,
-            a.short_seq_prob,
-            a.whole_word_mask,
-            output=a.output,
-        )
-        return
+    if argv and argv[0] in ("tokenize", "mask"):
+        return {"tokenize": main_tokenize, "mask": main_mask}[argv[0]](argv[1:])
     p = argparse.ArgumentParser(prog="python -m bigs.data.samples", description=__doc__.split("\n\n")[0])
     p.add_argument("--dir", required=True, help="text shards (training{i}.txt, test{i}.txt)")
     p.add_argument("-o", required=True, help="output directory")
@@ -722,20 +623,80 @@ def main(argv=None):
     for w in generate(
         a.dir,
         a.o,
-        a.dup_factor,
-        a.seed,
-        a.vocab_file,
-        bool(a.do_lower_case),
-        a.masked_lm_prob,
-        a.max_seq_length,
-        a.model_name,
-        a.max_predictions_per_seq,
-        a.n_processes,
-        a.short_seq_prob,
-        a.whole_word_mask,
-        a.overwrite,
+        dup_factor=a.dup_factor,
+        seed=a.seed,
+        vocab_file=a.vocab_file,
+        do_lower_case=bool(a.do_lower_case),
+        model_name=a.model_name,
+        n_processes=a.n_processes,
+        overwrite=a.overwrite,
+        **asdict(mask_spec(a)),
     ):
         print(w)
+
+
+def main_tokenize(argv) -> None:
+    """`python -m bigs.data.samples tokenize`: one text shard -> its token file (one cluster job)."""
+    p = argparse.ArgumentParser(
+        prog="python -m bigs.data.samples tokenize", description="Tokenize one text shard once -> .npz token file"
+    )
+    p.add_argument("--input", required=True, help="text shard, e.g. SHARDS/training3.txt")
+    p.add_argument("--output", required=True, help="token file, e.g. TOK/training3.npz")
+    _add_model_args(p)
+    a = p.parse_args(argv)
+    vocab = load_vocab(a.model_name, a.vocab_file, bool(a.do_lower_case))
+    t = tokenize_file(a.input, vocab)
+    save_tokens(t, a.output)
+    log.info(
+        "%s: %d tokens, %d sentences, %d documents",
+        a.output,
+        len(t.ids),
+        len(t.sent_offsets) - 1,
+        len(t.doc_offsets) - 1,
+    )
+
+
+def main_mask(argv) -> None:
+    """`python -m bigs.data.samples mask`: copy j of one token file -> one hdf5 shard (one cluster job)."""
+    p = argparse.ArgumentParser(
+        prog="python -m bigs.data.samples mask",
+        description="Mask copy j of one tokenized text shard -> {split}_shard_{k}.hdf5",
+    )
+    p.add_argument("--tokens", required=True, help="token file from `tokenize`")
+    p.add_argument("--output", required=True, help="hdf5 path; its name should be {split}_shard_{k}.hdf5")
+    p.add_argument("--copy", type=int, required=True, help="dup copy j in 0..dup_factor-1")
+    p.add_argument("--num_shards", type=int, required=True, help="number N of text shards in this split")
+    p.add_argument("--shard_index", type=int, default=None, help="i (default: from the text shard's name)")
+    p.add_argument("--seed", type=int, default=555, help="base seed; file k uses seed + k")
+    _add_mask_args(p)
+    a = p.parse_args(argv)
+    t = load_tokens(a.tokens)
+    i = a.shard_index if a.shard_index is not None else t.meta.get("shard_index")
+    if i is None:
+        raise fail(a.tokens, "--shard_index", "not given and not in the text shard's name")
+    if not 0 <= i < a.num_shards:
+        raise fail(a.tokens, "--shard_index", f"{i} not in [0, --num_shards {a.num_shards})")
+    if a.copy < 0:
+        raise fail(a.tokens, "--copy", "must be >= 0")
+    k = output_index(i, a.copy, a.num_shards)
+    m = re.fullmatch(r"(train|test)_shard_(\d+)\.hdf5", Path(a.output).name)
+    if m and (int(m.group(2)) != k or m.group(1) != t.meta["split"]):
+        raise fail(
+            a.output,
+            "--output",
+            f"name does not match {t.meta['split']}_shard_{k}.hdf5 "
+            f"(k = copy {a.copy} * num_shards {a.num_shards} + shard_index {i})",
+        )
+    write_copies(
+        t,
+        None,
+        shard_index=i,
+        num_shards=a.num_shards,
+        copies=[a.copy],
+        seed=a.seed,
+        spec=mask_spec(a),
+        output=a.output,
+    )
 
 
 if __name__ == "__main__":

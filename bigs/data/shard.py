@@ -145,6 +145,7 @@ def shard(
     num_test: int,
     frac_test: float,
     seed: int = 12345,
+    *,
     n_processes: int = 1,
     overwrite: bool = False,
 ) -> dict:
@@ -252,8 +253,8 @@ def main(argv=None):
         args.num_test_shards,
         args.frac_test,
         args.seed,
-        args.n_processes,
-        args.overwrite,
+        n_processes=args.n_processes,
+        overwrite=args.overwrite,
     )
 
 

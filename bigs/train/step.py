@@ -1,0 +1,70 @@
+"""The training step both loops run, and every benchmark times: forward and backward over the
+micro-batches of one optimizer step, gradient clipping, the optimizer update.
+
+    loss, grad_norm = train_step(run, micro, optimizer, rt=rt, weights=loss_weights(micro, rt))
+
+`run` is the model as trained (compiled, DDP-wrapped); `loss` is this rank's share of the step's
+loss (a device tensor: reading it is a host sync, left to the caller).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+from bigs.errors import NonFiniteLoss
+from bigs.train.runtime import Runtime, all_reduce_sum
+
+
+def loss_weights(micro: list[dict], rt: Runtime) -> list[float]:
+    """Each micro-batch's share of the step's loss: its labelled tokens / all labelled tokens of the
+    global batch, whatever the split over ranks and accumulation steps (so DDP == one process at
+    the same global batch). Counted on the host labels: no device sync."""
+    if rt.kind == "xla":  # [xla] counts would end the lazy graph: per-replica mean, as the original (pmean)
+        return [1.0 / len(micro)] * len(micro)
+    counts = [int((b["labels"] != -100).sum()) for b in micro]
+    (total,) = all_reduce_sum([float(sum(counts))], rt)
+    return [c / max(total, 1.0) for c in counts]
+
+
+def train_step(
+    run, micro: list[dict], optimizer, *, rt: Runtime, weights: list[float], max_grad_norm: float = 0.0, poison=False
+):
+    """One optimizer step over `micro` (host or device batches): Σ_i weights[i] · loss_i, backward,
+    clip to max_grad_norm (0 = off), update, zero the gradients. Returns (loss, grad_norm) tensors.
+
+    [ddp] gradients are averaged over ranks once per step (no_sync on the other micro-batches); the
+    loss is scaled by the world size so the average is the global sum. [xla] gradients are reduced
+    over cores before clipping, so every core clips the same global gradient.
+    `poison` multiplies the loss by NaN (fault injection for tests).
+    """
+    loss_acc = torch.zeros((), device=rt.device)
+    for i, batch in enumerate(micro):
+        last = i == len(micro) - 1
+        with contextlib.nullcontext() if last or not rt.ddp else run.no_sync():  # [ddp] sync once per step
+            with rt.autocast():
+                loss = run(**rt.to_device(batch)).loss * weights[i]
+            if poison:
+                loss = loss * float("nan")
+            (loss * (rt.world if rt.ddp else 1)).backward()
+        loss_acc += loss.detach()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    if rt.kind == "xla":  # [xla] all-reduce of gradients across cores (xm.optimizer_step's first half)
+        import torch_xla.core.xla_model as xm
+
+        xm.reduce_gradients(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else math.inf)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_acc, grad_norm
+
+
+def check_finite(loss: float, step: int, last_good) -> None:
+    """Stop before a NaN or inf reaches a checkpoint (exit 4), naming the step and the last good checkpoint."""
+    if not math.isfinite(loss):
+        raise NonFiniteLoss(
+            f"non-finite loss ({loss}) at step {step}; last good checkpoint: {last_good or 'none'} — "
+            "lower the learning rate (or set --max_grad_norm) and rerun: it resumes from there"
+        )
