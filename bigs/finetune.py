@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -471,13 +472,16 @@ def train(job: Job, resume_from: Path | None, stop: StopFlag) -> tuple[int, dict
     bar = progress_bar(total, initial=state.step, desc=f"finetune {job.t.name}")
     model.train()
     t0, start_step, window = time.time(), state.step, Window()
+    poison = int(os.environ.get("BIGS_FAULT_NAN_AT_STEP", -1))  # fault injection for tests
     while state.step < total:
         ep, b = divmod(state.step, steps_per_epoch)
         idx = np.random.default_rng([args.seed, ep]).permutation(n)[b * bs : (b + 1) * bs]  # (bs,) this epoch's order
         lr = lr_schedule.at(state.step)
         set_lr(optimizer, lr)
         micro = [rows(e, idx, y, trim=not args.pad_to_max_length)]
-        loss, grad_norm = train_step(model, micro, optimizer, rt=rt, weights=[1.0], max_grad_norm=args.max_grad_norm)
+        loss, grad_norm = train_step(
+            model, micro, optimizer, rt=rt, weights=[1.0], max_grad_norm=args.max_grad_norm, poison=state.step == poison
+        )
         state.step += 1
         loss_val = loss.item()
         check_finite(loss_val, state.step, (ckpt.complete_checkpoints(out) or [None])[-1])

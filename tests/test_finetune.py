@@ -12,6 +12,7 @@ import json
 import math
 import random
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -504,6 +505,80 @@ def test_cli_exit_code_2(tiny_bigs, glue_dir, tmp_path):
     )
     assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("error: "), p.stderr[-2000:]
     assert "WNLI: --data_dir: no WNLI directory" in p.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# the guarantees pretraining has: busy dir, preemption, non-finite loss (bigs/train/)
+def _ft_cli(*argv, env=None):
+    import os
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "bigs.finetune", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _wait_for_train_lines(out: Path, n: int, proc, timeout=120) -> None:
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        m = out / "metrics.jsonl"
+        if m.exists() and sum('"train"' in ln for ln in m.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{n} training lines not reached (exit {proc.poll()})")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
+def test_a_stop_signal_checkpoints_exits_3_and_the_rerun_ends_as_an_uninterrupted_run(
+    tiny_bigs, glue_dir, tmp_path, sig
+):
+    """SIGTERM / SIGUSR1 (a cluster's preemption) and a first Ctrl-C: finish the step, checkpoint, exit 3;
+    the same command again resumes and ends where an uninterrupted run ends (SIGTERM's rerun is checked)."""
+    args = ft_args(tiny_bigs, "sst2", glue_dir, tmp_path / "cut", "--num_train_epochs", "20", "--logging_steps", "1")
+    proc = _ft_cli(*args)
+    _wait_for_train_lines(tmp_path / "cut", 10, proc)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stderr[-2000:]
+    (ckpt,) = (tmp_path / "cut").glob("checkpoint-*")  # --save_strategy no: the stop's own checkpoint
+    assert f"stopped by {sig.name}" in stdout and str(ckpt) in stdout and "Traceback" not in stderr
+    assert not (tmp_path / "cut" / "eval_results.json").exists()
+    if sig == signal.SIGTERM:
+        full = finetune(*ft_args(tiny_bigs, "sst2", glue_dir, tmp_path / "full", "--num_train_epochs", "20"))
+        resumed = finetune(*args)
+        assert resumed["eval_loss"] == full["eval_loss"]  # bit for bit on CPU
+
+
+def test_a_second_run_in_the_same_output_dir_is_refused_naming_the_first(tiny_bigs, glue_dir, tmp_path):
+    import time
+
+    out = tmp_path / "o"
+    first = _ft_cli(*ft_args(tiny_bigs, "sst2", glue_dir, out, "--num_train_epochs", "5000", "--logging_steps", "1"))
+    try:
+        _wait_for_train_lines(out, 1, first)
+        t = time.time()
+        second = _ft_cli(*ft_args(tiny_bigs, "sst2", glue_dir, out))
+        _, stderr = second.communicate(timeout=120)
+        assert second.returncode == 2 and time.time() - t < 30
+        assert f"in use by a running bigs.finetune (pid {first.pid} on" in stderr and first.poll() is None
+    finally:
+        first.kill()  # kill -9: the kernel drops the lock with the process
+        first.wait()
+    assert "eval_accuracy" in finetune(*ft_args(tiny_bigs, "sst2", glue_dir, out, "--num_train_epochs", "1"))
+
+
+def test_a_non_finite_loss_exits_4_naming_the_step_and_the_last_good_checkpoint(tiny_bigs, glue_dir, tmp_path):
+    out = tmp_path / "o"
+    args = ft_args(tiny_bigs, "sst2", glue_dir, out, "--save_strategy", "steps", "--save_steps", "5")
+    proc = _ft_cli(*args, env={"BIGS_FAULT_NAN_AT_STEP": "12"})
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 4 and "non-finite loss (nan) at step 13" in stderr and "checkpoint-10" in stderr
+    assert not (out / "checkpoint-15").exists() and not (out / "model.safetensors").exists()
 
 
 # ------------------------------------------------------------------------------------------------

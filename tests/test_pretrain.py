@@ -285,6 +285,39 @@ def test_ddp_two_gloo_processes_equal_one_process(shards, tmp_path):
     assert e1["eval_tokens"] == e2["eval_tokens"] and abs(e1["eval_loss"] - e2["eval_loss"]) < 1e-5
 
 
+def test_a_rank_with_no_evaluation_batch_does_not_hang_the_others(shards, tmp_path):
+    """A test split of one batch: rank 1's share is empty. It adds zeros to the sums over ranks
+    instead of stopping (the other rank would wait in the all-reduce until --dist_timeout)."""
+    import shutil
+
+    from conftest import make_shard
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in shards.glob("train_*"):
+        shutil.copy(f, data / f.name)
+    make_shard(data / "test_shard_0.hdf5", 8, seed=99)  # one batch of 8
+    one, two = tmp_path / "one", tmp_path / "two"
+    common = dict(steps=4, warmup_steps=2, hidden_dropout_prob=0.0, eval_steps=4, per_device_eval_batch_size=8)
+    run_cli(tiny_args(data, one, **common))
+    run_cli(
+        tiny_args(data, two, per_device_train_batch_size=4, **common) + ["--dist_timeout=60"],
+        env={"OMP_NUM_THREADS": "1"},
+        launcher=(
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "bigs.pretrain",
+        ),
+    )
+    e1, e2 = metrics(one, "eval")[-1], metrics(two, "eval")[-1]
+    assert e1["eval_batches"] == e2["eval_batches"] == 1 and e1["eval_tokens"] == e2["eval_tokens"]
+    assert abs(e1["eval_loss"] - e2["eval_loss"]) < 1e-5
+
+
 def test_gradient_accumulation_equals_big_batch(shards, tmp_path):
     one, acc = tmp_path / "one", tmp_path / "acc"
     run_cli(tiny_args(shards, one, steps=8, hidden_dropout_prob=0.0))
