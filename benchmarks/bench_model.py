@@ -3,6 +3,7 @@ Toeplitz-vs-FFT sweep that sets bigs.model.AUTO_TOEPLITZ_MAX_LEN.
 
 Run:  nice python benchmarks/bench_model.py [--reference-port PATH] [--steps 5] [--threads 2]
       nice python benchmarks/bench_model.py --only sweep        # just the convolution sweep
+      python benchmarks/bench_model.py --smoke                  # seconds: every code path at tiny sizes (CI)
 PATH is a checkout of the original release (github.com/jxiw/BiGS, the directory holding BiGS/);
 its BiGS.modeling_bigs is imported as-is (two imports it no longer needs under transformers 5 are
 stubbed if missing). Nothing of it is vendored here.
@@ -147,7 +148,11 @@ def main():
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--sweep-hidden", type=int, default=256)
     ap.add_argument("--sweep-lengths", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048])
+    ap.add_argument("--smoke", action="store_true", help="the small size at batch 2 × 32, one step, a short sweep (CI)")
     args = ap.parse_args()
+    if args.smoke:
+        args.sizes, args.batch, args.seq_len, args.steps = ["small"], 2, 32, 1
+        args.sweep_hidden, args.sweep_lengths = 64, [64, 128]
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -261,7 +261,10 @@ def main():
     p.add_argument("--dup_factor", type=int, default=1, help="masked copies measured (mask time is scaled to 10)")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--nodes", default="1,4,16", help="node counts to extrapolate to")
+    p.add_argument("--smoke", action="store_true", help="1 MB in 1 MB shards: the whole path in a minute (CI)")
     a = p.parse_args()
+    if a.smoke:
+        a.mb, a.shard_mb = 1, 1
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     raw = build_corpus(work, a.mb)
