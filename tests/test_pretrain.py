@@ -23,7 +23,7 @@ import torch
 from conftest import metrics, run_cli, tiny_args, weights_hash
 
 from bigs.errors import BigsError
-from bigs.pretrain import accumulation_steps, eval_cost_fraction, is_paper_recipe, parse_args, schedule
+from bigs.pretrain import accumulation_steps, eval_cost_fraction, is_paper_recipe, mlm_gather, parse_args, schedule
 from bigs.train.optim import param_groups
 
 GOLDEN = Path(__file__).parent / "golden" / "pretrain_tiny_losses.json"
@@ -92,6 +92,17 @@ def test_sequence_length_comes_from_the_shards(shards, tmp_path):
     assert json.loads((tmp_path / "run" / "final" / "config.json").read_text())["max_position_embeddings"] == 32
 
 
+def test_auto_gather_is_the_fixed_shape_one_wherever_shapes_must_not_depend_on_the_data():
+    """XLA and torch.compile (the boolean mask splits the graph in three, with dynamic shapes) and CUDA
+    (two host syncs per micro-batch) take the positions gather; CPU eager the boolean mask."""
+    a = parse_args(["--output_dir=o", "--dataset_path=d"])
+    assert [mlm_gather(a, k) for k in ("cpu", "cuda", "xla")] == ["boolean", "positions", "positions"]
+    a.compile = True
+    assert mlm_gather(a, "cpu") == "positions"
+    a.mlm_gather = "boolean"
+    assert mlm_gather(a, "cuda") == "boolean"  # an explicit choice stands
+
+
 def test_no_decay_on_biases_and_layernorm():
     from bigs.model import BiGSConfig, BiGSForMaskedLM
 
@@ -108,6 +119,7 @@ def test_tiny_run_loss_falls_and_matches_golden(shards, tmp_path):
     out = tmp_path / "run"
     r = run_cli(tiny_args(shards, out, hidden_dropout_prob=0.0))
     assert "global batch 8" in r.stdout and "token positions per step" in r.stdout
+    assert "MLM head gather boolean (auto)" in r.stdout
     train = metrics(out)
     losses = [m["loss"] for m in train]
     assert len(losses) == 30 and all(math.isfinite(x) for x in losses)
