@@ -490,7 +490,7 @@ def train(job: Job, resume_from: Path | None, stop: StopFlag) -> tuple[int, dict
         bar.update(1)
         epoch, epoch_end = state.step / steps_per_epoch, state.step % steps_per_epoch == 0
         if state.step % args.logging_steps == 0 or state.step == total:
-            mean, _ = window.close()
+            mean, _, _ = window.close()
             log(
                 {
                     "kind": "train",

@@ -23,6 +23,7 @@ the step and the last good checkpoint), 5 a peer rank or node died or hung past 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import sys
@@ -166,7 +167,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a collective waits for the other ranks (several processes/nodes) before the run "
         f"stops with exit {EXIT_PEER_LOST} naming the lost peer; rerun to resume",
     )
+    # --- academic-budget-bert's time budget (its flag names and units)
+    p.add_argument(
+        "--total_training_time",
+        type=positive(float),
+        default=None,
+        help="hours: the training budget (wall time of the training loop, evaluations and checkpoint writes "
+        "included, over every resumed part). The schedule runs over it; whichever of it or "
+        "--num_total_train_steps ends first ends the run (checkpoint, final/, exit 0)",
+    )
+    p.add_argument(
+        "--early_exit_time_marker",
+        type=positive(float),
+        default=None,
+        help="hours: stop here though the schedule runs over --total_training_time (academic-budget-bert's)",
+    )
+    p.add_argument(
+        "--finetune_time_markers",
+        type=time_markers,
+        default=None,
+        help="fractions of --total_training_time, e.g. 0.25,0.5,0.75: keep a model at each in "
+        "output_dir/marker-<fraction>/ for fine-tuning along the budget",
+    )
+    p.add_argument(
+        "--warmup_proportion",
+        type=float,
+        default=None,
+        help="warmup as a fraction of the schedule (academic-budget-bert's); default "
+        "--warmup_steps / --num_total_train_steps",
+    )
     return p
+
+
+def time_markers(s: str) -> list[float]:
+    """--finetune_time_markers 0.25,0.5,0.75 -> sorted fractions in (0, 1)."""
+    try:
+        marks = sorted({float(x) for x in s.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected fractions like 0.25,0.5,0.75, got {s!r}") from None
+    if not marks or not all(0 < m < 1 for m in marks):
+        raise argparse.ArgumentTypeError(f"fractions of --total_training_time must be in (0, 1), got {s!r}")
+    return marks
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -177,6 +218,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise BigsError(f"--warmup_steps: {args.warmup_steps} must be in [0, --num_total_train_steps]")
     if not args.do_train:
         raise BigsError("--do_train: false is not supported; use `python -m bigs.evaluate` to evaluate a checkpoint")
+    for flag in ("early_exit_time_marker", "finetune_time_markers"):
+        if getattr(args, flag) is not None and args.total_training_time is None:
+            raise BigsError(f"--{flag}: needs --total_training_time (the budget it is measured against)")
+    if args.warmup_proportion is not None and not 0 <= args.warmup_proportion < 1:
+        raise BigsError(f"--warmup_proportion: {args.warmup_proportion} must be in [0, 1)")
     return args
 
 
@@ -224,14 +270,30 @@ def eval_cost_fraction(args, global_batch: int, world: int) -> float | None:
 
 
 def schedule(args) -> Schedule:
-    """The original's optax schedule: warmup, then cosine to α·lr / linear to 0 / constant (REFERENCE.md §1)."""
-    return Schedule(
-        args.learning_rate,
-        args.warmup_steps,
-        args.num_total_train_steps,
-        args.schedule_type,
-        args.cosine_schedule_alpha,
-    )
+    """The original's optax schedule: warmup, then cosine to α·lr / linear to 0 / constant (REFERENCE.md §1),
+    over --num_total_train_steps; with a time budget its position is schedule_position's."""
+    T = args.num_total_train_steps
+    warmup = args.warmup_steps if args.warmup_proportion is None else args.warmup_proportion * T
+    return Schedule(args.learning_rate, warmup, T, args.schedule_type, args.cosine_schedule_alpha)
+
+
+def schedule_position(args, step: int, elapsed_s: float) -> float:
+    """Where the schedule is: the step; with --total_training_time, the further of the step and the
+    budget's fraction spent (× the steps), as academic-budget-bert's time-based schedule and cramming's
+    budget schedules do, so the run ends decayed whichever of steps or time ends it first."""
+    if args.total_training_time is None:
+        return step
+    return max(step, args.num_total_train_steps * elapsed_s / (3600 * args.total_training_time))
+
+
+def time_up(args, elapsed_s: float) -> str | None:
+    """Which time limit ends the run now, if one does."""
+    hours = elapsed_s / 3600
+    if args.total_training_time is not None and hours >= args.total_training_time:
+        return f"--total_training_time {args.total_training_time:g} h"
+    if args.early_exit_time_marker is not None and hours >= args.early_exit_time_marker:
+        return f"--early_exit_time_marker {args.early_exit_time_marker:g} h"
+    return None
 
 
 def mlm_gather(args, kind: str) -> str:
@@ -384,6 +446,16 @@ def print_summary(r: Run, n_train: int) -> None:
             f"evaluation every {args.eval_steps} steps and at the end, {args.eval_batches} batches × "
             f"{args.per_device_eval_batch_size} × {rt.world} devices each: ≈{frac:.2%} of the training compute"
         )
+    if args.total_training_time is not None:
+        print(
+            f"time budget {args.total_training_time:g} h (the schedule runs over it; {r.state.elapsed_s / 3600:.3g} h "
+            f"spent){f', early exit at {args.early_exit_time_marker:g} h' if args.early_exit_time_marker else ''}"
+            + (
+                f"; models kept at {', '.join(f'{m:g}' for m in args.finetune_time_markers)} of it"
+                if args.finetune_time_markers
+                else ""
+            )
+        )
     if is_paper_recipe(args) and r.global_batch != PAPER_GLOBAL_BATCH:
         print(
             f"warning: the paper's recipe (23 layers, H 1024, 100k steps) uses a global batch of {PAPER_GLOBAL_BATCH}, "
@@ -419,8 +491,7 @@ def evaluate_test(r: Run) -> dict:
 def train_record(r: Run, window: Window, lr: float, grad_norm) -> dict:
     """One metrics.jsonl training line: the mean loss and the speed since the last one."""
     args, rt, state = r.args, r.rt, r.state
-    steps = state.step % args.logging_steps or args.logging_steps
-    loss, dt = window.close()
+    loss, dt, steps = window.close()
     tps = steps * r.tokens_per_step / max(dt, 1e-9)
     peak = peak_flops(rt.device, rt.bf16)
     rec = {
@@ -434,7 +505,7 @@ def train_record(r: Run, window: Window, lr: float, grad_norm) -> dict:
         "tokens_per_s": tps,
         "samples_per_s": tps / args.max_seq_length,
         "mfu": tps * flops_per_token(r.model, args.max_seq_length) / (peak * rt.world) if peak else None,
-        "eta_s": round((args.num_total_train_steps - state.step) * dt / steps, 1),
+        "eta_s": round(eta_s(args, state, dt / steps), 1),
     }
     if rt.kind == "xla":  # [xla] the compile count must stop growing after warm-up
         import torch_xla.debug.metrics as met
@@ -443,17 +514,93 @@ def train_record(r: Run, window: Window, lr: float, grad_norm) -> dict:
     return rec
 
 
+def log_train(r: Run, rec: dict, bar, first: bool) -> None:
+    """A training line into metrics.jsonl and the bar; the first one also says when the run will end."""
+    r.log(rec)
+    if bar is None:
+        return
+    if first:
+        print(f"\nestimated time to finish: {human_time(rec['eta_s'])} at {rec['tokens_per_s']:,.0f} tokens/s")
+    bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.2e}", tok_s=f"{rec['tokens_per_s']:,.0f}")
+
+
+def log_eval(r: Run, res: dict) -> None:
+    state = r.state
+    r.log(
+        {
+            "kind": "eval",
+            "step": state.step,
+            "tokens_seen": state.tokens_seen,
+            "wall_time": round(state.elapsed_s, 3),
+            **res,
+        }
+    )
+    if r.rt.master:
+        print(
+            f"\nstep {state.step}: eval loss {res['eval_loss']:.4f} acc {res['eval_accuracy']:.4f} "
+            f"ppl {res['eval_perplexity']:.2f}"
+        )
+
+
+def eta_s(args, state: ckpt.TrainState, step_s: float) -> float:
+    """Seconds to the end: the steps left at this speed, or what is left of the time budget if less."""
+    eta = (args.num_total_train_steps - state.step) * step_s
+    if args.total_training_time is not None:
+        limit = min(args.total_training_time, args.early_exit_time_marker or math.inf)
+        eta = min(eta, max(limit * 3600 - state.elapsed_s, 0.0))
+    return eta
+
+
 def save_checkpoint(r: Run) -> Path:
     r.state.data_position = list(r.stream.position())
     return ckpt.save_checkpoint(r.out, r.state, r.model, r.optimizer, rt=r.rt, keep=r.args.save_total_limit)
 
 
-def save_final(r: Run) -> None:
-    """final/: the model (published names), the tokenizer and where the run ended, for evaluation and sharing."""
-    state = {"step": r.state.step, "tokens_seen": r.state.tokens_seen, "elapsed_s": round(r.state.elapsed_s, 1)}
-    with atomic_dir(r.out / "final") as tmp:
+def published_state(r: Run, **extra) -> dict:
+    """trainer_state.json of a published model (final/, marker-*/): where the run was, how it was trained."""
+    rt = r.rt
+    device = torch.cuda.get_device_name(rt.device) if rt.kind == "cuda" else rt.kind
+    return {
+        "step": r.state.step,
+        "tokens_seen": r.state.tokens_seen,
+        "elapsed_s": round(r.state.elapsed_s, 1),
+        **extra,
+        "hardware": f"{rt.world} × {device}",
+        "args": {k: v for k, v in vars(r.args).items() if k not in ("output_dir", "dataset_path", "shard_cache_dir")},
+    }
+
+
+def publish(r: Run, name: str, state: dict) -> None:
+    """output_dir/<name>/: the model (published names), the tokenizer and trainer_state.json, whole or not at all."""
+    with atomic_dir(r.out / name) as tmp:
         ckpt.write_model_dir(tmp, r.model, tokenizer=lambda d: save_tokenizer(d, r.args.max_seq_length), state=state)
+
+
+def save_final(r: Run) -> None:
+    """final/, for evaluation and sharing."""
+    publish(r, "final", published_state(r))
     print(f"done: {r.state.step} steps, {r.state.tokens_seen:,} token positions; model in {r.out / 'final'}")
+
+
+def save_markers(r: Run, at_end: bool = False) -> None:
+    """marker-<fraction>/ for each --finetune_time_markers fraction of the budget crossed by now; at the
+    end of a run, also those it never reached (the final model, marked "reached": false)."""
+    args, hours = r.args, r.state.elapsed_s / 3600
+    for m in args.finetune_time_markers or ():
+        reached = hours >= m * args.total_training_time
+        if (reached or at_end) and not (r.out / f"marker-{m:g}").exists():
+            if r.rt.kind == "xla":  # [xla] the pending graph once, before the host copies
+                import torch_xla
+
+                torch_xla.sync()
+            if r.rt.master:
+                publish(r, f"marker-{m:g}", published_state(r, marker=m, hours=round(hours, 4), reached=reached))
+                if not reached:
+                    print(
+                        f"warning: time marker {m:g} not reached (the run ended at {hours:.3g} h): marker-{m:g}/ "
+                        "holds the final model",
+                        file=sys.stderr,
+                    )
 
 
 # ----------------------------------------------------------------------------- main
@@ -489,6 +636,7 @@ def main(argv=None) -> int:
         if code == 0:  # the end: final checkpoint (resumable) and final/ (model only)
             if state.step % args.save_steps != 0:  # the loop saved at multiples; same decision on every rank
                 save_checkpoint(r)
+            save_markers(r, at_end=True)
             if rt.master:
                 save_final(r)
             shutil.rmtree(cache_dir, ignore_errors=True)  # staged gs:// shards
@@ -507,11 +655,11 @@ def train(r: Run) -> int:
     args, rt, state = r.args, r.rt, r.state
     lr_schedule, poison = schedule(args), int(os.environ.get("BIGS_FAULT_NAN_AT_STEP", -1))  # fault injection
     bar = progress_bar(args.num_total_train_steps, initial=state.step, desc="pretrain", enabled=rt.master)
-    window, eta_told = Window(), False
+    window, logged = Window(), False
     t0, elapsed0 = time.time(), state.elapsed_s  # the loop's wall time adds to earlier parts' (TrainState)
     r.forward.train()
     while state.step < args.num_total_train_steps:
-        lr = lr_schedule.at(state.step)
+        lr = lr_schedule.at(schedule_position(args, state.step, state.elapsed_s))
         set_lr(r.optimizer, lr)
         try:
             micro = [next(r.batches) for _ in range(args.gradient_accumulation_steps)]
@@ -527,40 +675,25 @@ def train(r: Run) -> int:
         )  # fmt: skip
         state.step, state.tokens_seen = state.step + 1, state.tokens_seen + r.tokens_per_step
         state.elapsed_s = elapsed0 + time.time() - t0
-        log_now = state.step % args.logging_steps == 0 or state.step == args.num_total_train_steps
+        # [ddp] every rank acts on the same numbers: the sum of the stop flags, and rank 0's clock
+        stopping, state.elapsed_s = all_reduce_sum([float(r.stop.signal is not None), state.elapsed_s * rt.master], rt)
+        ended = time_up(args, state.elapsed_s)
+        last = ended or state.step == args.num_total_train_steps
+        log_now = state.step % args.logging_steps == 0 or last
+        loss_val = None
         if rt.kind != "xla" or log_now:  # [xla] reading a value ends the lazy graph: only at log steps
             (loss_val,) = all_reduce_sum([loss.item()], rt)  # [ddp] each rank holds its share
             check_finite(loss_val, state.step, (ckpt.complete_checkpoints(r.out) or [None])[-1])
-            window.add(loss_val)
+        window.add(loss_val)
         if bar is not None:
             bar.update(1)
         if log_now:
-            rec = train_record(r, window, lr, grad_norm)
-            r.log(rec)
-            if bar is not None:
-                if not eta_told:
-                    print(
-                        f"\nestimated time to finish: {human_time(rec['eta_s'])} at {rec['tokens_per_s']:,.0f} tokens/s"
-                    )
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{rec['tokens_per_s']:,.0f}")
-            eta_told = True
-        if r.test_shards and (state.step % args.eval_steps == 0 or state.step == args.num_total_train_steps):
-            res = evaluate_test(r)
-            r.log(
-                {
-                    "kind": "eval",
-                    "step": state.step,
-                    "tokens_seen": state.tokens_seen,
-                    "wall_time": round(state.elapsed_s, 3),
-                    **res,
-                }
-            )
-            if rt.master:
-                print(
-                    f"\nstep {state.step}: eval loss {res['eval_loss']:.4f} acc {res['eval_accuracy']:.4f} ppl {res['eval_perplexity']:.2f}"
-                )
+            log_train(r, train_record(r, window, lr, grad_norm), bar, first=not logged)
+            logged = True
+        if r.test_shards and (state.step % args.eval_steps == 0 or last):
+            log_eval(r, evaluate_test(r))
             window.restart_clock()
-        (stopping,) = all_reduce_sum([float(r.stop.signal is not None)], rt)  # [ddp] stop together
+        save_markers(r)
         if state.step % args.save_steps == 0 or stopping:
             path = save_checkpoint(r)
             if stopping:
@@ -569,6 +702,10 @@ def train(r: Run) -> int:
                         f"stopped by {r.stop.signal or 'a peer rank'} at step {state.step}; checkpoint {path}; exit {EXIT_PREEMPTED} (requeue to resume)"
                     )
                 return EXIT_PREEMPTED
+        if ended:
+            if rt.master:
+                print(f"\n{ended} spent at step {state.step}; stopping")
+            break
     if bar is not None:
         bar.close()
     return 0

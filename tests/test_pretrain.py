@@ -597,3 +597,64 @@ def test_bert_masked_head_equals_full_head():
 def test_batch_bigger_than_every_shard_is_an_error_not_a_hang(shards, tmp_path):
     r = run_cli(tiny_args(shards, tmp_path / "run", per_device_train_batch_size=64), check=False)
     assert r.returncode == 2 and "fewer instances than one global batch (64" in r.stderr
+
+
+# ----------------------------------------------------------------------------- time budget (academic-budget-bert)
+def test_a_time_budget_ends_the_run_decayed_survives_preemption_and_keeps_markers(shards, tmp_path):
+    """--total_training_time 0.004 h (14.4 s): the schedule runs over the budget, the run ends by time
+    (checkpoint, final/, exit 0) decayed to α·lr, a preemption midway neither resets nor repeats the
+    clock, and models are kept at 0.25 and 0.5 of it."""
+    out = tmp_path / "run"
+    args = tiny_args(
+        shards, out, steps=100_000, warmup_steps=100, logging_steps=10, save_steps=100_000, eval_steps=100_000
+    ) + ["--total_training_time=0.004", "--finetune_time_markers=0.25,0.5"]
+    proc = subprocess.Popen([sys.executable, "-m", "bigs.pretrain", *args], stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics_exist(out) and metrics(out)[-1]["wall_time"] > 5):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 3
+    (ckpt,) = out.glob("checkpoint-*")
+    spent = json.loads((ckpt / "trainer_state.json").read_text())["elapsed_s"]
+    assert 5 < spent < 14.4
+    r = run_cli(args)
+    assert f"resumed from {ckpt}" in r.stdout and "--total_training_time 0.004 h spent at step" in r.stdout
+    final = json.loads((out / "final" / "trainer_state.json").read_text())
+    assert 14.4 <= final["elapsed_s"] < 14.4 + 5  # the time before the preemption counted once
+    train = metrics(out)
+    peak = 3e-3
+    assert train[-1]["lr"] < 0.15 * peak and train[-1]["step"] == final["step"]  # decayed to ≈ α·lr = 0.1·lr
+    before, after = (
+        [m["lr"] for m in train if m["step"] <= ckpt_step(ckpt)],
+        [m["lr"] for m in train if m["step"] > ckpt_step(ckpt)],
+    )
+    assert after[0] <= before[-1]  # the resumed run continues the schedule, it does not restart it
+    assert metrics(out, "eval")[-1]["step"] == final["step"]  # the end of the run is evaluated
+    for m in (0.25, 0.5):
+        st = json.loads((out / f"marker-{m:g}" / "trainer_state.json").read_text())
+        assert st["reached"] and m * 0.004 <= st["hours"] < m * 0.004 + 0.0005, st
+        assert (out / f"marker-{m:g}" / "model.safetensors").is_file()
+
+
+def test_markers_a_run_does_not_reach_hold_the_final_model(shards, tmp_path):
+    out = tmp_path / "run"
+    r = run_cli(tiny_args(shards, out, steps=10) + ["--total_training_time=1", "--finetune_time_markers=0.5"])
+    st = json.loads((out / "marker-0.5" / "trainer_state.json").read_text())
+    assert not st["reached"] and st["step"] == 10 and "time marker 0.5 not reached" in r.stderr
+    assert weights_hash(out / "marker-0.5") == weights_hash(out / "final")
+
+
+def test_budget_flags_need_a_budget():
+    with pytest.raises(BigsError, match="--finetune_time_markers: needs --total_training_time"):
+        parse_args(["--output_dir=o", "--dataset_path=d", "--finetune_time_markers=0.5"])
+    with pytest.raises(SystemExit):
+        parse_args(["--output_dir=o", "--dataset_path=d", "--total_training_time=1", "--finetune_time_markers=1.5"])
+
+
+def metrics_exist(out) -> bool:
+    m = Path(out) / "metrics.jsonl"
+    return m.exists() and bool(m.read_text().strip())
+
+
+def ckpt_step(ckpt: Path) -> int:
+    return int(ckpt.name.split("-")[1])

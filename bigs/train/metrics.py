@@ -48,19 +48,22 @@ class MetricsLog:
 
 
 class Window:
-    """The mean loss and the wall time over the steps since the last log line."""
+    """The steps since the last log line: their number, wall time and mean loss (of those whose
+    loss was read: [xla] reads it at log steps only)."""
 
     def __init__(self):
-        self.start, self.loss_sum, self.steps = time.time(), 0.0, 0
+        self.start, self.steps, self.loss_sum, self.losses = time.time(), 0, 0.0, 0
 
-    def add(self, loss: float) -> None:
-        self.loss_sum, self.steps = self.loss_sum + loss, self.steps + 1
+    def add(self, loss: float | None) -> None:
+        self.steps += 1
+        if loss is not None:
+            self.loss_sum, self.losses = self.loss_sum + loss, self.losses + 1
 
-    def close(self) -> tuple[float, float]:
-        """(mean loss, seconds) of the window, and start the next one."""
-        mean, dt = self.loss_sum / max(self.steps, 1), time.time() - self.start
+    def close(self) -> tuple[float, float, int]:
+        """(mean loss, seconds, steps) of the window, and start the next one."""
+        out = self.loss_sum / max(self.losses, 1), time.time() - self.start, self.steps
         self.__init__()
-        return mean, dt
+        return out
 
     def restart_clock(self) -> None:
         """Leave time spent outside training (an evaluation) out of the next speed figure."""
