@@ -32,6 +32,7 @@ include: "rules/data.smk"
 include: "rules/pretrain.smk"
 include: "rules/evaluate.smk"
 include: "rules/finetune.smk"
+include: "rules/export.smk"
 
 
 # ---- targets: each stage by name; `pretrain` is the main one (model + evaluation + plots)
@@ -87,4 +88,11 @@ rule plots:
 rule finetune:
     input:
         finetune_targets,
+    localrule: True
+
+
+rule export:  # the model cards, with everything they report: `snakemake --report report.html export`
+    input:
+        stage_targets("pretrain"),
+        expand("results/pretrain/{run}/final/README.md", run=run_names()),
     localrule: True

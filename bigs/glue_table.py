@@ -4,6 +4,9 @@
         --results results/finetune/bigs-tiny/<task>/seed<k>/eval_results.json ...
     python -m bigs.glue_table summary --tables results/glue/bigs-tiny.csv results/glue/bert-tiny.csv \
         -o results/glue/summary --plot results/plots/glue.png
+    python -m bigs.glue_table budget --tables results/glue/bigs-at-0.25.csv results/glue/bigs.csv \
+        --models results/pretrain/bigs/marker-0.25 results/pretrain/bigs/final \
+        -o results/glue/budget --plot results/plots/glue_budget.png
 
 `run` writes <out>.csv (long format: run, task, metric, n, median, min, max, values) and <out>.md:
 per task and metric the median over seeds with min–max, plus the task's `score` (what it adds
@@ -11,6 +14,8 @@ to the GLUE average, bigs/glue.py) and a row `avg`: per seed, the mean of that s
 scores; then median (min–max) over seeds like any task. `summary` puts the runs side by side
 (one column per run: score median (min–max)) and draws one bar per run and task, error bars =
 seed min–max. The task and seed of a result come from its path: .../<task>/seed<k>/eval_results.json.
+`budget` is GLUE along a time budget: the GLUE average of each model a run kept (bigs.pretrain
+--finetune_time_markers, and its final model) against the training hours in its trainer_state.json.
 """
 
 from __future__ import annotations
@@ -83,10 +88,10 @@ def cell(r: dict) -> str:
     return f"{r['median']:.1f} ({r['min']:.1f}–{r['max']:.1f})"
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
+def write_csv(path: Path, rows: list[dict], fields=FIELDS) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, FIELDS)
+            w = csv.DictWriter(f, fields)
             w.writeheader()
             w.writerows(rows)
 
@@ -161,6 +166,73 @@ def plot(rows: list[dict], runs: list[str], path: Path) -> None:
     plt.close(fig)
 
 
+BUDGET_FIELDS = ["run", "variant", "hours", "step", "tokens_seen", "tasks", "n", "median", "min", "max"]
+
+
+def budget_rows(tables: list[str], models: list[str]) -> list[dict]:
+    """One row per (table, model dir): the GLUE average of that fine-tuned variant at its model's hours."""
+    if len(tables) != len(models):
+        raise fail("command line", "--models", f"{len(models)} model dirs for {len(tables)} tables: one per table")
+    rows = []
+    for table, model in zip(tables, models):
+        state_path = Path(model) / "trainer_state.json"
+        if not state_path.is_file():
+            raise fail(state_path, "--models", "missing — a model dir that bigs.pretrain wrote (final/, marker-<f>/)")
+        state = json.loads(state_path.read_text())
+        avg = [r for r in read_csv(table) if r["task"] == "avg"]
+        if not avg:
+            raise fail(table, "avg", "no GLUE average (a seed ran only some tasks?)")
+        a = avg[0]
+        rows.append(
+            {
+                "run": Path(model).parent.name,
+                "variant": a["run"],
+                "hours": state.get("elapsed_s", 0.0) / 3600,
+                "step": state.get("step"),
+                "tokens_seen": state.get("tokens_seen"),
+                "tasks": a["metric"].removeprefix("score (").removesuffix(")"),
+                **{k: a[k] for k in ("n", "median", "min", "max")},
+            }
+        )
+    return sorted(rows, key=lambda r: (r["run"], r["hours"]))
+
+
+def budget_markdown(rows: list[dict]) -> str:
+    lines = [
+        "# GLUE along the time budget",
+        "",
+        "GLUE average (without WNLI) of each model kept along a run's budget, median over seeds (min–max), in %",
+        "",
+        "| run | model | hours | step | GLUE avg |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {r['run']} | {r['variant']} | {r['hours']:.3g} | {r['step']} | {cell(r)} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def budget_plot(rows: list[dict], path: Path) -> None:
+    """GLUE average against training hours, one line per run, error bars = seed min–max."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for run in dict.fromkeys(r["run"] for r in rows):
+        rs = [r for r in rows if r["run"] == run]
+        med = [r["median"] for r in rs]
+        err = [[m - r["min"] for m, r in zip(med, rs)], [r["max"] - m for m, r in zip(med, rs)]]
+        ax.errorbar([r["hours"] for r in rs], med, yerr=err, marker="o", capsize=3, label=run)
+    ax.set_xlabel("pretraining wall time (hours)")
+    ax.set_ylabel("GLUE average, dev (%)")
+    ax.set_title("GLUE along the time budget: median over seeds, bars = min–max")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bigs.glue_table", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -172,8 +244,22 @@ def main(argv=None) -> int:
     s.add_argument("--tables", nargs="+", required=True, help="per-run CSVs of `run`")
     s.add_argument("-o", "--output", required=True, help="writes OUTPUT.csv and OUTPUT.md")
     s.add_argument("--plot", default=None, help="PNG path")
+    b = sub.add_parser("budget", help="GLUE average against the training hours of each model kept along a budget")
+    b.add_argument("--tables", nargs="+", required=True, help="per-variant CSVs of `run`")
+    b.add_argument("--models", nargs="+", required=True, help="the model dir of each table (its trainer_state.json)")
+    b.add_argument("-o", "--output", required=True, help="writes OUTPUT.csv and OUTPUT.md")
+    b.add_argument("--plot", default=None, help="PNG path")
     args = p.parse_args(argv)
     out = Path(args.output)
+    if args.cmd == "budget":
+        rows = budget_rows(args.tables, args.models)
+        if args.plot:
+            budget_plot(rows, Path(args.plot))
+        write_csv(out.with_name(out.name + ".csv"), rows, BUDGET_FIELDS)
+        with atomic_path(out.with_name(out.name + ".md")) as tmp:
+            tmp.write_text(budget_markdown(rows))
+        print(budget_markdown(rows))
+        return 0
     if args.cmd == "run":
         rows = run_rows(args.name, read_results(args.results))
         md = run_markdown(args.name, rows)

@@ -252,6 +252,8 @@ def _flag(key, value):
         return [f"--{key}"] if value else []
     if value is None:  # not set: bigs.pretrain's default applies
         return []
+    if isinstance(value, list):  # --finetune_time_markers 0.25,0.5: a set of fractions, in order
+        return [f"--{key}={','.join(f'{v:g}' for v in sorted(value))}"]
     if isinstance(value, float):
         value = repr(value)  # 6e-4 -> '0.0006': exact round trip
     return [f"--{key}={value}"]
@@ -385,12 +387,33 @@ FINETUNE_FLAGS = [
 ]  # fmt: skip
 
 
+def time_markers(run):
+    """The fractions of its time budget at which a run keeps a model (bigs.pretrain writes marker-<f>/)."""
+    return run_settings(run)["finetune_time_markers"] or []
+
+
 def finetune_variants():
-    """Fine-tuned run name -> (pretrained run, from random init?): each run, and with
-    finetune.random_init_control its config from random weights as <run>-random-init."""
-    out = {r: (r, False) for r in run_names()}
-    if config["finetune"]["random_init_control"]:
-        out.update({f"{r}-random-init": (r, True) for r in run_names()})
+    """Fine-tuned run name -> {"run": pretrained run, "random_init": bool, "marker": fraction or None}:
+    each run; with finetune.random_init_control its config from random weights (<run>-random-init);
+    with finetune.time_markers the models it kept along its time budget (<run>-at-<f>).
+    """
+    f = config["finetune"]
+    out = {r: {"run": r, "random_init": False, "marker": None} for r in run_names()}
+    if f["random_init_control"]:
+        out.update(
+            {
+                f"{r}-random-init": {"run": r, "random_init": True, "marker": None}
+                for r in run_names()
+            }
+        )
+    if f["time_markers"]:
+        for r in run_names():
+            out.update(
+                {
+                    f"{r}-at-{m:g}": {"run": r, "random_init": False, "marker": m}
+                    for m in time_markers(r)
+                }
+            )
     return out
 
 
@@ -412,12 +435,23 @@ def glue_data_files(wildcards):
 
 
 def finetune_start(wildcards):
-    """The model a job starts from: the pretrained run's final/, or for finetune.from_mnli tasks
-    the same seed's MNLI-fine-tuned model (REFERENCE.md §5)."""
+    """The weights a job depends on: the pretrained run's final/ (a time-marker model is written by
+    the same job, before it), or for finetune.from_mnli tasks the same seed's MNLI-fine-tuned model
+    (REFERENCE.md §5)."""
     if wildcards.task in config["finetune"]["from_mnli"]:
         return f"results/finetune/{wildcards.ftrun}/mnli/seed{wildcards.seed}/model.safetensors"
-    run, _ = finetune_variants()[wildcards.ftrun]
-    return f"results/pretrain/{run}/final/model.safetensors"
+    return f"results/pretrain/{finetune_variants()[wildcards.ftrun]['run']}/final/model.safetensors"
+
+
+def finetune_model_dir(wildcards):
+    """The model a job starts from: finetune_start's dir, or the run's marker-<f>/ for a time marker."""
+    v = finetune_variants()[wildcards.ftrun]
+    if (
+        v["marker"] is not None
+        and wildcards.task not in config["finetune"]["from_mnli"]
+    ):
+        return f"results/pretrain/{v['run']}/marker-{v['marker']:g}"
+    return os.path.dirname(finetune_start(wildcards))
 
 
 def finetune_args(wildcards):
@@ -426,11 +460,11 @@ def finetune_args(wildcards):
     changes (params computed from input/output count as derived and are not compared).
     """
     f = config["finetune"]
-    _, random_init = finetune_variants()[wildcards.ftrun]
+    random_init = finetune_variants()[wildcards.ftrun]["random_init"]
     from_mnli = wildcards.task in f["from_mnli"]
     w = wildcards
     args = [
-        f"--model_name_or_path={os.path.dirname(finetune_start(wildcards))}",
+        f"--model_name_or_path={finetune_model_dir(wildcards)}",
         f"--task_name={wildcards.task}",
         "--do_train",
         "--do_eval",
@@ -461,10 +495,27 @@ def finetune_targets(wildcards):
     if f["data_dir"] and f["hub"]:
         raise WorkflowError("finetune: set data_dir or hub: true, not both")
     names = list(finetune_variants())
-    return [f"results/glue/{n}.md" for n in names] + [
-        "results/glue/summary.md",
-        "results/plots/glue.png",
-    ]
+    budget = (
+        ["results/glue/budget.md", "results/plots/glue_budget.png"]
+        if budget_variants()
+        else []
+    )
+    return (
+        [f"results/glue/{n}.md" for n in names]
+        + ["results/glue/summary.md", "results/plots/glue.png"]
+        + budget
+    )
+
+
+def budget_variants():
+    """The fine-tuned variants along the time budgets, each with the run's own final model:
+    {variant: model dir whose trainer_state.json gives the hours}."""
+    out = {}
+    for name, v in finetune_variants().items():
+        if v["marker"] is not None:
+            out[v["run"]] = f"results/pretrain/{v['run']}/final"
+            out[name] = f"results/pretrain/{v['run']}/marker-{v['marker']:g}"
+    return dict(sorted(out.items(), key=lambda kv: kv[1]))
 
 
 def glue_results(wildcards):
@@ -475,3 +526,31 @@ def glue_results(wildcards):
         for t in f["tasks"]
         for s in f["seeds"]
     ]
+
+
+# ---------------------------------------------------------------------------- model cards
+def export_inputs(wildcards):
+    """What a run's card reports: its model, evaluation and, when GLUE is configured, its GLUE table."""
+    f = config["finetune"]
+    inputs = {
+        "model": f"results/pretrain/{wildcards.run}/final/model.safetensors",
+        "evaluation": f"results/evaluate/{wildcards.run}.json",
+    }
+    if f["data_dir"] or f["hub"]:
+        inputs["glue"] = f"results/glue/{wildcards.run}.csv"
+    return inputs
+
+
+def export_args(wildcards, input):
+    e = config["export"]
+    args = ["--evaluation", input.evaluation, "--datasets", *e["datasets"]]
+    args += [
+        "--language",
+        e["language"],
+        "--license",
+        e["license"],
+        "--name",
+        wildcards.run,
+    ]
+    args += ["--glue", input.glue] if "glue" in input.keys() else []
+    return " ".join(q(a) for a in args)

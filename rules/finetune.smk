@@ -76,3 +76,26 @@ rule glue_summary:
     shell:
         "python -m bigs.glue_table summary --tables {input:q} -o {params.out:q}"
         " --plot {output.plot:q} > {log:q} 2>&1"
+
+
+rule glue_budget:
+    input:
+        tables=lambda wildcards: [f"results/glue/{v}.csv" for v in budget_variants()],
+    output:
+        csv="results/glue/budget.csv",
+        md=report("results/glue/budget.md", category="GLUE"),
+        plot=report("results/plots/glue_budget.png", category="GLUE"),
+    log:
+        "logs/glue_budget/budget.log",
+    conda:
+        "../envs/evaluate.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        out=lambda wildcards, output: output.csv.removesuffix(".csv"),
+        models=lambda wildcards: list(budget_variants().values()),  # written by train_run before its final/
+    shell:
+        "python -m bigs.glue_table budget --tables {input.tables:q} --models {params.models:q}"
+        " -o {params.out:q} --plot {output.plot:q} > {log:q} 2>&1"

@@ -36,7 +36,10 @@ def wf(tmp_path_factory):
 # ---------------------------------------------------------------------------------- dry runs
 PRESETS = sorted(p.stem for p in (ROOT / "presets").glob("*.yaml"))
 # Each preset alone on the embedded default, and the compositions the README names.
-COMBOS = [[], *([p] for p in PRESETS), ["paper-100k", "gpu"], ["paper-100k", "tpu"], ["compare", "glue"]]
+COMBOS = [
+    [], *([p] for p in PRESETS), ["paper-100k", "gpu"], ["paper-100k", "tpu"], ["compare", "glue"],
+    ["paper-100k", "budget", "gpu"],
+]  # fmt: skip
 
 
 def test_presets_exist():
@@ -121,6 +124,44 @@ def test_paper_preset_runs_the_seed_command(wf, machine):
                     if re.match(r"[\d.e-]+$", value)
                     else match[0] == token
                 )
+
+
+def test_budget_preset_trains_the_paper_model_to_a_time_budget(wf):
+    from bigs.pretrain import parse_args
+
+    out = smk(
+        wf, "-n", "-p", "pretrain", "--configfile", *(f"presets/{p}.yaml" for p in ("paper-100k", "budget", "gpu"))
+    )
+    (cmd,) = shell_commands(out.stdout, "scripts/pretrain.sh")
+    a = parse_args(cmd[6:])
+    assert (a.total_training_time, a.finetune_time_markers, a.warmup_proportion) == (24.0, [0.25, 0.5, 0.75], 0.02)
+    assert (a.n_layers, a.hidden_size, a.global_batch_size) == (23, 1024, 1048) and a.output_dir.endswith("BiGS_24h")
+
+
+def test_glue_along_the_budget_fine_tunes_every_marker_model(wf, tmp_path):
+    """Each model kept along the budget is a fine-tuned variant <run>-at-<f>, started from marker-<f>/;
+    the budget table and plot put their GLUE averages against the hours."""
+    glue = tmp_path / "glue"
+    for d in ("SST-2",):
+        (glue / d).mkdir(parents=True)
+        for split in ("train", "dev"):
+            (glue / d / f"{split}.tsv").write_text("sentence\tlabel\n")
+    cfg = {
+        **TINY,
+        "pretrain": {**TINY["pretrain"], "total_training_time": 0.01, "finetune_time_markers": [0.5, 0.25]},
+        "runs": [{"name": "bigs-tiny"}],
+        "finetune": {"data_dir": str(glue), "tasks": ["sst2"], "seeds": [1], "random_init_control": False},
+    }
+    write_yaml(wf / "budget.yaml", cfg)
+    out = smk(wf, "-n", "-p", "finetune", "--configfile", "budget.yaml").stdout
+    counts = job_counts(out)
+    assert counts["finetune_task"] == 3 and counts["glue_budget"] == 1 and counts["train_run"] == 1
+    starts = sorted(c[c.index("--model_name_or_path") + 1] if "--model_name_or_path" in c else
+                    next(x for x in c if x.startswith("--model_name_or_path=")).split("=", 1)[1]
+                    for c in shell_commands(out, "bigs.finetune"))  # fmt: skip
+    assert starts == [f"results/pretrain/bigs-tiny/{d}" for d in ("final", "marker-0.25", "marker-0.5")]
+    (train,) = shell_commands(out, "scripts/pretrain.sh")
+    assert "--finetune_time_markers=0.25,0.5" in train and "--total_training_time=0.01" in train
 
 
 def test_gpu_resource_launches_torchrun(wf):
@@ -242,6 +283,23 @@ def test_up_to_date_after_the_run_and_the_report_builds(tiny_run):
     smk(wf, "--report", "report.html", "--configfile", "tiny.yaml")
     html = (wf / "report.html").read_text(errors="replace")
     assert len(html) > 10_000 and "eval_vs_step.png" in html and "enwiki-sample-L128.json" in html
+
+
+@pytest.mark.slow
+def test_export_writes_every_runs_card_and_the_report_links_it(tiny_run):
+    from huggingface_hub import ModelCard
+
+    wf, _ = tiny_run
+    counts = job_counts(smk(wf, "--cores", "2", "export", "--configfile", "tiny.yaml").stdout)
+    assert counts == {"export_run": 1, "export": 1}  # after the evaluation the pretrain target made
+    card = ModelCard.load(wf / "results/pretrain/bigs-tiny/final/README.md")
+    assert (
+        card.data.pipeline_tag == "fill-mask"
+        and "bigs-tiny" in card.text
+        and "bigs.evaluate on 2 test shards" in card.text
+    )
+    smk(wf, "--report", "report.html", "export", "--configfile", "tiny.yaml")
+    assert "README.md" in (wf / "report.html").read_text(errors="replace")  # the card, linked
 
 
 RERUNS = [

@@ -92,9 +92,13 @@ def prepare_output_dir(
         )
     if not rt.master:
         return resume_from, lock
-    if resume_from is None and ckpts:
-        aside = move_aside(out, ckpts)
-        print(f"{out}: moved {len(ckpts)} old checkpoint(s) and metrics to {aside}: {why or '--overwrite_output_dir'}")
+    markers = sorted(out.glob("marker-*"))  # models a run kept along its time budget belong to that run
+    if resume_from is None and (ckpts or markers):
+        aside = move_aside(out, ckpts + markers)
+        print(
+            f"{out}: moved {len(ckpts)} old checkpoint(s), metrics and time-marker models to {aside} "
+            f"({why or '--overwrite_output_dir'}); starting over"
+        )
     if resume_from is None:  # nothing resumable: clear a previous attempt's leftovers
         (out / "metrics.jsonl").unlink(missing_ok=True)
     for tmp in out.glob(".tmp-checkpoint-*"):  # checkpoint writes cut short by a kill: never loaded
@@ -108,6 +112,7 @@ def prepare_output_dir(
 
 
 def move_aside(out: Path, ckpts: list[Path]) -> Path:
+    """previous-<time>/ gets `ckpts`, metrics.jsonl and final/ of an earlier run (never deleted)."""
     aside = out / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
     while aside.exists():  # two starts over within a second
         aside = aside.with_name(aside.name + "+")
