@@ -47,6 +47,7 @@ from bigs.train.runtime import Runtime, all_reduce_sum, seed_everything, setup
 from bigs.train.schedule import Schedule, set_lr
 from bigs.train.signals import StopFlag
 from bigs.train.step import check_finite, loss_weights, train_step
+from bigs.train.warmstart import POSITION_INITS, check_source, load_into
 
 
 # ----------------------------------------------------------------------------- flags
@@ -166,6 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=1800,
         help="seconds a collective waits for the other ranks (several processes/nodes) before the run "
         f"stops with exit {EXIT_PEER_LOST} naming the lost peer; rerun to resume",
+    )
+    # --- a new run from a model's weights (the original's flag name; bigs/train/warmstart.py)
+    p.add_argument(
+        "--model_name_or_path",
+        default=None,
+        help="start a NEW run from this model's weights (final/, checkpoint-<step>/, a saved model dir, or a "
+        "hub name online): fresh optimizer, schedule and step 0. A run with its own checkpoint resumes that",
+    )
+    p.add_argument(
+        "--position_init",
+        default="tile",
+        choices=list(POSITION_INITS),
+        help="the position rows a longer run adds to the model's: tile (repeat the learned rows, as Longformer) "
+        "or random (N(0, 0.02))",
     )
     # --- academic-budget-bert's time budget (its flag names and units)
     p.add_argument(
@@ -365,10 +380,37 @@ class Run:
         return self.global_batch * self.args.max_seq_length
 
 
-def build_training(args, rt: Runtime, resume_from):
-    """Model (same initial weights on every rank), optimizer, and the state resumed from a checkpoint."""
+def warm_start_source(args):
+    """--model_name_or_path checked against the flags before anything is written (None without it)."""
+    if args.model_name_or_path is None:
+        return None
+    sizes = {
+        "hidden_size": args.hidden_size,
+        "num_hidden_layers": args.n_layers,
+        "intermediate_size": args.intermediate_size,
+    }
+    if args.model_type == "s4-bert":
+        sizes["num_ssm"] = args.num_ssm
+    return check_source(
+        args.model_name_or_path, model_type=args.model_type, sizes=sizes, max_seq_length=args.max_seq_length
+    )
+
+
+def build_training(args, rt: Runtime, resume_from, source=None):
+    """Model (same initial weights on every rank), optimizer, and the state: resumed from the run's own
+    checkpoint, or a new run from a model's weights (`source`), or from scratch."""
     seed_everything(args.seed)
-    model = build_model(args, rt.kind).to(rt.device)
+    model = build_model(args, rt.kind)
+    state = ckpt.TrainState(world_size=rt.world, args=vars(args))
+    if resume_from is None and source is not None:  # a run's own checkpoint wins: never re-initialised
+        load_into(model, source, position_init=args.position_init, seed=args.seed)
+        state.init_from, state.tokens_seen = source.name, source.tokens_seen
+        if rt.master:
+            print(
+                f"weights from {source.name} ({source.positions} positions, {source.tokens_seen:,} token positions "
+                f"seen){f'; positions {source.positions}..{args.max_seq_length - 1}: {args.position_init}' if args.max_seq_length > source.positions else ''}"
+            )
+    model = model.to(rt.device)
     if rt.kind == "xla":  # [xla] moving to the device re-creates parameters: tie the decoder again
         model.tie_weights()
     optimizer = build_optimizer(
@@ -381,7 +423,6 @@ def build_training(args, rt: Runtime, resume_from):
         verbose=rt.master,
     )
     torch.manual_seed(args.seed + 1000 * (rt.rank + 1))  # dropout masks differ per rank
-    state = ckpt.TrainState(world_size=rt.world, args=vars(args))
     if resume_from is not None:
         state = ckpt.load_checkpoint(resume_from, model, optimizer, rt=rt)
         state.args, state.world_size = vars(args), rt.world
@@ -564,6 +605,7 @@ def published_state(r: Run, **extra) -> dict:
         "step": r.state.step,
         "tokens_seen": r.state.tokens_seen,
         "elapsed_s": round(r.state.elapsed_s, 1),
+        "init_from": r.state.init_from,
         **extra,
         "hardware": f"{rt.world} × {device}",
         "args": {k: v for k, v in vars(r.args).items() if k not in ("output_dir", "dataset_path", "shard_cache_dir")},
@@ -619,10 +661,11 @@ def main(argv=None) -> int:
         test_shards = list_shards(args.dataset_path, "test") if args.do_eval else []
         if args.max_seq_length is None:  # the data's own length (the workflow passes none for a downloaded corpus)
             args.max_seq_length = sequence_length(train_shards[0])
+        source = warm_start_source(args)
         resume_from, lock = prepare_output_dir(out, rt, resume=args.resume, overwrite=args.overwrite_output_dir)
 
         # --- model, optimizer, resume; this rank's data
-        model, forward, optimizer, state = build_training(args, rt, resume_from)
+        model, forward, optimizer, state = build_training(args, rt, resume_from, source)
         gather = mlm_gather(args, rt.kind)
         cache_dir = Path(args.shard_cache_dir or out / ".shard-cache") / f"rank{rt.rank}"
         stream, batches = open_stream(args, rt, train_shards, state, gather=gather, cache_dir=cache_dir)

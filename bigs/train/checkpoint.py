@@ -42,6 +42,7 @@ class TrainState:
     elapsed_s: float = 0.0  # wall time of the training loop so far, over every resumed part
     loss_sum: float = 0.0  # Σ of the per-step losses (fine-tuning's train_loss)
     world_size: int = 1
+    init_from: str | None = None  # the model a new run started from (--model_name_or_path), if any
     args: dict = dataclasses.field(default_factory=dict)  # the command's flags
 
     @classmethod

@@ -1,0 +1,136 @@
+"""Long context: a new run from a model's weights at a longer length (bigs/train/warmstart.py),
+data at long lengths, the workflow's chains of runs, long-document fine-tuning."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import make_shard, metrics, run_cli, tiny_args
+
+from bigs.errors import BigsError
+
+
+@pytest.fixture(scope="module")
+def long_shards(tmp_path_factory):
+    """The conftest shards' data at L 64 (P 10): what a run continued from the L 32 model trains on."""
+    d = tmp_path_factory.mktemp("shards64")
+    for k in range(2):
+        make_shard(d / f"train_shard_{k}.hdf5", 40, L=64, P=10, seed=k)
+    make_shard(d / "test_shard_0.hdf5", 24, L=64, P=10, seed=99)
+    return d
+
+
+@pytest.fixture(scope="module")
+def short_run(shards, tmp_path_factory):
+    out = tmp_path_factory.mktemp("short") / "run32"
+    run_cli(tiny_args(shards, out, steps=10, eval_steps=10))
+    return out
+
+
+def long_args(data, out, source, **over):
+    return tiny_args(data, out, **{"max_seq_length": 64, "max_predictions_per_seq": 10, **over}) + [
+        f"--model_name_or_path={source}"
+    ]
+
+
+# ----------------------------------------------------------------------------- weights
+@pytest.mark.parametrize("how", ["tile", "random"])
+def test_every_tensor_is_the_models_and_new_position_rows_follow_the_rule(short_run, how):
+    from safetensors.torch import load_file
+
+    from bigs.pretrain import build_model, parse_args
+    from bigs.train.warmstart import check_source, load_into
+
+    args = parse_args(["--output_dir=o", "--dataset_path=d", "--max_seq_length=64", "--n_layers=2", "--hidden_size=32",
+                       "--intermediate_size=48"])  # fmt: skip
+    model = build_model(args, "cpu")
+    sizes = {"hidden_size": 32, "num_hidden_layers": 2, "intermediate_size": 48, "num_ssm": 64}
+    source = check_source(str(short_run / "final"), model_type="s4-bert", sizes=sizes, max_seq_length=64)
+    assert source.positions == 32 and source.tokens_seen == 10 * 8 * 32
+    load_into(model, source, position_init=how, seed=3)
+    theirs, ours = load_file(str(short_run / "final" / "model.safetensors")), model.state_dict()
+    key = "bigs.embeddings.position_embeddings.weight"
+    for k, t in theirs.items():
+        if k != key:
+            assert torch.equal(ours[k], t), k
+    pos = ours[key]
+    assert pos.shape == (64, 32) and torch.equal(pos[:32], theirs[key])
+    if how == "tile":
+        assert torch.equal(pos[32:], theirs[key])
+    else:
+        assert 0.01 < pos[32:].std().item() < 0.03 and not torch.equal(pos[32:], theirs[key])
+    assert (
+        ours["cls.predictions.decoder.weight"].data_ptr() == ours["bigs.embeddings.word_embeddings.weight"].data_ptr()
+    )
+
+
+def test_a_new_run_from_a_model_says_the_new_length_and_resumes_its_own_checkpoint(short_run, long_shards, tmp_path):
+    out = tmp_path / "run64"
+    args = long_args(long_shards, out, short_run / "final", steps=2000, save_steps=1000, logging_steps=1)
+    proc = subprocess.Popen([sys.executable, "-m", "bigs.pretrain", *args], stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and len(metrics(out)) >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3 and f"weights from {short_run / 'final'} (32 positions" in stdout
+    assert "positions 32..63: tile" in stdout
+    first = metrics(out)[0]
+    assert first["step"] == 1 and first["tokens_seen"] == 10 * 8 * 32 + 8 * 64  # tokens seen continue the model's
+    (ckpt,) = out.glob("checkpoint-*")
+    r = run_cli([a.replace("2000", str(int(ckpt.name.split("-")[1]) + 2)) for a in args])
+    assert f"resumed from {ckpt}" in r.stdout and "weights from" not in r.stdout  # never re-initialised
+    cfg = json.loads((out / "final" / "config.json").read_text())
+    state = json.loads((out / "final" / "trainer_state.json").read_text())
+    assert cfg["max_position_embeddings"] == 64 and state["init_from"] == str(short_run / "final")
+
+
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        ({"hidden_size": 48}, "config.json: hidden_size: 32 but the flags ask for 48"),
+        ({"model_type": "bert"}, "model_type: 'BiGS' but --model_type bert builds 'bert'"),
+        ({"max_seq_length": 16, "max_predictions_per_seq": 5}, "the model has 32 positions but --max_seq_length is 16"),
+    ],
+)
+def test_a_model_that_cannot_start_the_run_is_one_error_before_anything_is_written(
+    short_run, long_shards, tmp_path, over, message
+):
+    out = tmp_path / "never"
+    r = run_cli(long_args(long_shards, out, short_run / "final", **over), check=False)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not out.exists()
+
+
+def test_a_bert_model_into_bigs_and_a_dir_without_weights_are_refused(short_run, long_shards, tmp_path):
+    bert = tmp_path / "bert"
+    run_cli(tiny_args(long_shards, bert, steps=2, warmup_steps=1,
+                      eval_steps=2, model_type="bert", max_seq_length=64, max_predictions_per_seq=10))  # fmt: skip
+    r = run_cli(long_args(long_shards, tmp_path / "a", bert / "final"), check=False)
+    assert r.returncode == 2 and "model_type: 'bert' but --model_type s4-bert builds 'BiGS'" in r.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text((short_run / "final" / "config.json").read_text())
+    r = run_cli(long_args(long_shards, tmp_path / "b", empty), check=False)
+    assert r.returncode == 2 and "no weights" in r.stderr and not (tmp_path / "b").exists()
+
+
+def test_an_unknown_model_name_offline_is_one_error(long_shards, tmp_path):
+    r = run_cli(long_args(long_shards, tmp_path / "c", "JunxiongWang/BiGS_128"), check=False)
+    assert r.returncode == 2 and "JunxiongWang/BiGS_128: --model_name_or_path:" in r.stderr
+    assert not (tmp_path / "c").exists()
+
+
+def test_position_rule_is_checked():
+    from bigs.train.warmstart import extend_positions
+
+    t = torch.arange(6.0).reshape(3, 2)
+    assert extend_positions(t, 7, "tile", 0.02, 0)[:, 0].tolist() == [0, 2, 4, 0, 2, 4, 0]
+    with pytest.raises(BigsError, match="--position_init: 'zeros'"):
+        extend_positions(t, 7, "zeros", 0.02, 0)
