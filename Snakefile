@@ -21,7 +21,8 @@ shell.prefix(JOB_PREFIX)  # strict bash; `bigs` from this checkout, also in cond
 
 wildcard_constraints:
     corpus=re.escape(config["corpus"]["name"]),
-    dataset=re.escape(dataset_name()),
+    dataset="|".join(re.escape(d) for d in dataset_names()),
+    source="|".join(re.escape(s) for s in raw_sources()),
     run="|".join(re.escape(r) for r in run_names()),
     split="train|test",
     k=r"\d+",

@@ -136,6 +136,15 @@ def plot_series(name: str, train: list[dict], evals: list[dict], smoothing: floa
     return rows
 
 
+def sequence_length(run: Path) -> int | None:
+    """The run's length: max_position_embeddings of the config.json beside its metrics (final/, the run dir's final/)."""
+    d = run.parent if run.is_file() else run
+    for cfg in (d / "config.json", d / "final" / "config.json"):
+        if cfg.is_file():
+            return json.loads(cfg.read_text()).get("max_position_embeddings")
+    return None
+
+
 def summarize(name: str, run: Path, train: list[dict], evals: list[dict]) -> dict:
     """One summary row: last logged values, totals, mean throughput over the logged steps."""
     last_t = train[-1] if train else {}
@@ -146,6 +155,7 @@ def summarize(name: str, run: Path, train: list[dict], evals: list[dict]) -> dic
     return {
         "run": name,
         "path": str(run),
+        "seq_len": sequence_length(run),
         "final_step": max([r["step"] for r in train + evals]),
         "final_train_loss": last_t.get("loss"),
         "eval_step": last_e.get("step"),

@@ -62,7 +62,7 @@ def run_schema(spec):
         k: {kk: v for kk, v in d.items() if kk != "default"} for k, d in flags.items()
     }
     item = dict(spec["properties"]["runs"]["items"])
-    item["properties"] = {**item["properties"], **props}
+    item["properties"] = {**props, **item["properties"]}
     item["additionalProperties"] = False
     return item
 
@@ -103,11 +103,14 @@ def validate_config(config):
                 f"Invalid config: runs[{run['name']}]: warmup_steps ({s['warmup_steps']}) must be "
                 f"<= num_total_train_steps ({s['num_total_train_steps']})"
             )
-    s = config["samples"]
-    if s["max_predictions_per_seq"] >= s["max_seq_length"]:
-        raise WorkflowError(
-            "Invalid config: samples.max_predictions_per_seq must be < samples.max_seq_length"
-        )
+    for name, s in sample_sets().items():
+        if s["max_predictions_per_seq"] >= s["max_seq_length"]:
+            raise WorkflowError(
+                f"Invalid config: samples[{name}]: max_predictions_per_seq "
+                f"({s['max_predictions_per_seq']}) must be < max_seq_length ({s['max_seq_length']})"
+            )
+    check_sample_choices()
+    check_chains()
 
 
 # ---------------------------------------------------------------------------- names and paths
@@ -134,17 +137,58 @@ def corpus_source():
     return c["source"]
 
 
-def dataset_name():
-    """Names the hdf5 dataset: <corpus>-<samples.name> when built here, <corpus> when prebuilt."""
+def sample_sets():
+    """Sample set name -> its settings: `samples:` itself (the default set) and each of samples.sets,
+    whose unset keys are samples:'s — except max_predictions_per_seq, which scales with the length
+    unless set (BERT's phase 2: 80 at 512 for 20 at 128): P = samples.P x L / samples.L, rounded.
+    """
+    base = {k: v for k, v in config["samples"].items() if k != "sets"}
+    out = {base["name"]: base}
+    for extra in config["samples"]["sets"]:
+        L = extra.get("max_seq_length", base["max_seq_length"])
+        P = round(base["max_predictions_per_seq"] * L / base["max_seq_length"])
+        out[extra["name"]] = {**base, "max_predictions_per_seq": P, **extra}
+    return out
+
+
+def run_sample_set(run):
+    """The sample set a run trains and is evaluated on (runs[].samples, else samples.name)."""
+    return run_settings(run).get("samples") or config["samples"]["name"]
+
+
+def run_length(run):
+    """A run's sequence length: its sample set's; None for a downloaded corpus (the shards say: 128)."""
+    if corpus_source() != "raw":
+        return None
+    return sample_sets()[run_sample_set(run)]["max_seq_length"]
+
+
+def dataset_name(sample_set=None):
+    """Names an hdf5 dataset: <corpus>-<sample set> when built here, <corpus> when prebuilt."""
     c = config["corpus"]["name"]
-    return f"{c}-{config['samples']['name']}" if corpus_source() == "raw" else c
+    return (
+        f"{c}-{sample_set or config['samples']['name']}"
+        if corpus_source() == "raw"
+        else c
+    )
 
 
-def dataset_path():
+def dataset_names():
+    if corpus_source() != "raw":
+        return [dataset_name()]
+    return [dataset_name(s) for s in sample_sets()]
+
+
+def sample_set_of(dataset):
+    """<corpus>-<set> -> the set's settings."""
+    return sample_sets()[dataset.removeprefix(f"{config['corpus']['name']}-")]
+
+
+def dataset_path(sample_set=None):
     """What pretrain/evaluate get as --dataset_path."""
     src = corpus_source()
     if src == "raw":
-        return f"results/samples/{dataset_name()}"
+        return f"results/samples/{dataset_name(sample_set)}"
     if src == "prebuilt":
         return f"resources/prebuilt/{config['corpus']['name']}"
     return config["corpus"]["prebuilt"]["url"]
@@ -171,10 +215,49 @@ def gpus_per_node(resources):
     return int(m.group(1)) if m else resources.gpu
 
 
-def corpus_text():
-    """The one-article-per-line file of bigs.data.process."""
-    c = config["corpus"]
-    return f"results/corpus/{c['name']}/{c['raw']['type']}_one_article_per_line.txt"
+def raw_sources():
+    """Source name -> {name, type, path | url, md5 | md5_url}: corpus.raw.sources, or the one
+    corpus.raw {type, path} source (named after its type)."""
+    raw = config["corpus"]["raw"]
+    if raw["sources"]:
+        return {s["name"]: s for s in raw["sources"]}
+    return {
+        raw["type"]: {"name": raw["type"], "type": raw["type"], "path": raw["path"]}
+    }
+
+
+def raw_download(source):
+    """Where fetch_raw puts a source given by URL."""
+    return f"resources/raw/{config['corpus']['name']}/{source['name']}/{source['url'].rsplit('/', 1)[-1]}"
+
+
+def raw_input(wildcards):
+    """The raw text of one source: its local path, or the download of its URL."""
+    s = raw_sources()[wildcards.source]
+    return raw_download(s) if s.get("url") else s["path"]
+
+
+def raw_checksum(wildcards):
+    s = next(
+        s
+        for s in raw_sources().values()
+        if s.get("url")
+        and raw_download(s).endswith(f"/{wildcards.source}/{wildcards.file}")
+    )
+    return f"--md5 {q(s['md5'])}" if s.get("md5") else f"--md5_url {q(s['md5_url'])}"
+
+
+def raw_url(wildcards):
+    return raw_sources()[wildcards.source]["url"]
+
+
+def corpus_texts():
+    """The one-article-per-line file of bigs.data.process, one per source: sharded together."""
+    c = config["corpus"]["name"]
+    return [
+        f"results/corpus/{c}/{name}/{s['type']}_one_article_per_line.txt"
+        for name, s in raw_sources().items()
+    ]
 
 
 def text_shards(corpus=None):
@@ -205,15 +288,15 @@ def sample_split(split):
     return "test", config["shards"]["num_test_shards"]
 
 
-def sample_files():
-    """Every hdf5 shard of the dataset built here (raw source only)."""
-    d = config["samples"]["dup_factor"]
+def sample_files(sample_set=None):
+    """Every hdf5 shard of one sample set built here (raw source only)."""
+    s = sample_sets()[sample_set or config["samples"]["name"]]
     files = []
     for split in ("train", "test"):
         _, n = sample_split(split)
         files += [
-            f"results/samples/{dataset_name()}/{split}_shard_{output_index(i, j, n)}.hdf5"
-            for j in range(d)
+            f"results/samples/{dataset_name(s['name'])}/{split}_shard_{output_index(i, j, n)}.hdf5"
+            for j in range(s["dup_factor"])
             for i in range(n)
         ]
     return files
@@ -234,14 +317,86 @@ def sample_tokens(wildcards):
     return f"results/tokens/{config['corpus']['name']}/{textshard}.npz"
 
 
-def dataset_inputs():
-    """Files a training or evaluation job needs before it starts (none when streaming)."""
+def dataset_inputs(sample_set=None):
+    """Files a job on one dataset needs before it starts (none when streaming)."""
     src = corpus_source()
     if src == "raw":
-        return sample_files()
+        return sample_files(sample_set)
     if src == "prebuilt":
         return [dataset_path()]
     return []
+
+
+def run_inputs(wildcards):
+    """A training or evaluation job's data: its run's sample set."""
+    return dataset_inputs(run_sample_set(wildcards.run))
+
+
+def dataset_set_inputs(wildcards):
+    """inspect_dataset's files: the dataset's own."""
+    return dataset_inputs(
+        sample_set_of(wildcards.dataset)["name"] if corpus_source() == "raw" else None
+    )
+
+
+# ---------------------------------------------------------------------------- chains of runs
+def init_parent(run):
+    """The run of `runs:` that `run` starts from (init_from naming a run), else None."""
+    src = run_settings(run).get("init_from")
+    return src if src in run_names() else None
+
+
+def check_sample_choices():
+    sets = sample_sets()
+    for run in run_names():
+        chosen = run_settings(run).get("samples")
+        if chosen and corpus_source() != "raw":
+            raise WorkflowError(
+                f"Invalid config: runs[{run}].samples: sample sets are built from raw text; a prebuilt "
+                "corpus has its own shards (corpus.source: raw to build sets at other lengths)"
+            )
+        if chosen and chosen not in sets:
+            raise WorkflowError(
+                f"Invalid config: runs[{run}].samples: {chosen!r} is not a sample set ({', '.join(sets)})"
+            )
+    if config["samples"]["sets"] and corpus_source() != "raw":
+        raise WorkflowError(
+            "Invalid config: samples.sets: sample sets are built from raw text (corpus.source: raw)"
+        )
+
+
+def check_chains():
+    """init_from: a run of `runs:` (not itself, no cycle, not longer than the child), or a path or hub name."""
+    for run in run_names():
+        src = run_settings(run).get("init_from")
+        if src is None or src in run_names():
+            continue
+        if "/" not in src and not Path(src).exists():
+            raise WorkflowError(
+                f"Invalid config: runs[{run}].init_from: {src!r} is not a run of runs: ({', '.join(run_names())}), "
+                "a local path or a hub name (owner/name)"
+            )
+    for run in run_names():
+        seen, cur = [run], init_parent(run)
+        while cur is not None:
+            if cur in seen:
+                raise WorkflowError(
+                    f"Invalid config: runs[{run}].init_from: a cycle ({' -> '.join(seen + [cur])})"
+                )
+            seen.append(cur)
+            cur = init_parent(cur)
+        parent = init_parent(run)
+        if parent and (run_length(run) or 0) < (run_length(parent) or 0):
+            raise WorkflowError(
+                f"Invalid config: runs[{run}].init_from: {parent} has length {run_length(parent)}, {run} "
+                f"{run_length(run)}: a run continues a model at its length or longer (samples sets)"
+            )
+
+
+def init_inputs(wildcards):
+    """The model a run starts from, when it is another run's: its final/ (the DAG's edge)."""
+    parent = init_parent(wildcards.run)
+    return [f"results/pretrain/{parent}/final/model.safetensors"] if parent else []
 
 
 # ---------------------------------------------------------------------------- command lines
@@ -252,7 +407,9 @@ def _flag(key, value):
         return [f"--{key}"] if value else []
     if value is None:  # not set: bigs.pretrain's default applies
         return []
-    if isinstance(value, list):  # --finetune_time_markers 0.25,0.5: a set of fractions, in order
+    if isinstance(
+        value, list
+    ):  # --finetune_time_markers 0.25,0.5: a set of fractions, in order
         return [f"--{key}={','.join(f'{v:g}' for v in sorted(value))}"]
     if isinstance(value, float):
         value = repr(value)  # 6e-4 -> '0.0006': exact round trip
@@ -265,8 +422,12 @@ def pretrain_args(run, output_dir, dataset):
     bigs.pretrain themselves."""
     s = run_settings(run)
     args = [f"--output_dir={output_dir}", f"--dataset_path={dataset}"]
-    if corpus_source() == "raw":
-        args += _flag("max_seq_length", config["samples"]["max_seq_length"])
+    args += _flag("max_seq_length", run_length(run))
+    src = s.get("init_from")
+    args += _flag(
+        "model_name_or_path",
+        f"results/pretrain/{src}/final" if src in run_names() else src,
+    )
     for key in PRETRAIN_FLAGS:
         args += _flag(key, s[key])
     return " ".join(q(a) for a in args)
@@ -278,10 +439,19 @@ def run_fingerprint(run):
     """
     c = config["corpus"]
     if c["source"] == "raw":
-        data = [c["name"], c["raw"], config["shards"], config["samples"]]
+        data = [
+            c["name"],
+            c["raw"],
+            config["shards"],
+            sample_sets()[run_sample_set(run)],
+        ]
     else:
         data = [c["name"], c["prebuilt"]]
-    blob = json.dumps([pretrain_args(run, "", ""), data], sort_keys=True)
+    parent = init_parent(run)  # a changed parent reruns its chain
+    blob = json.dumps(
+        [pretrain_args(run, "", ""), data, parent and run_fingerprint(parent)],
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -345,13 +515,17 @@ def stage_targets(stage):
     src = corpus_source()
     runs = run_names()
     if stage == "corpus":
-        return {"raw": [corpus_text()], "prebuilt": [dataset_path()]}.get(src, [])
+        return {"raw": corpus_texts(), "prebuilt": [dataset_path()]}.get(src, [])
     if stage == "shards":
         return text_shards() if src == "raw" else []
     if stage == "samples":
-        return dataset_inputs()
+        return (
+            [f for s in sample_sets() for f in dataset_inputs(s)]
+            if src == "raw"
+            else dataset_inputs()
+        )
     if stage == "inspect":
-        return [f"results/inspect/{dataset_name()}.json"]
+        return [f"results/inspect/{d}.json" for d in dataset_names()]
     if stage == "evaluate":
         return [f"results/evaluate/{r}.json" for r in runs]
     if stage == "plots":
@@ -477,6 +651,10 @@ def finetune_args(wildcards):
     args += ["--random_init"] if random_init and not from_mnli else []
     args += [f"--data_dir={f['data_dir']}"] if f["data_dir"] else []
     s = finetune_settings(wildcards.task)
+    if (
+        s["max_seq_length"] is None
+    ):  # the run's own length (a downloaded corpus: the authors' 128)
+        s["max_seq_length"] = run_length(finetune_variants()[w.ftrun]["run"]) or 128
     for key in FINETUNE_FLAGS:
         args += _flag(key, s[key])
     return " ".join(q(a) for a in args)

@@ -25,13 +25,33 @@ rule fetch_prebuilt:
         " --jobs {threads} > {log:q} 2>&1"
 
 
+# A raw source given by URL (a Wikipedia dump), verified against its md5 (given, or from the dump's
+# md5sums file): a dry run on a fresh clone shows it, the data stages follow.
+rule fetch_raw:
+    output:
+        "resources/raw/{corpus}/{source}/{file}",
+    log:
+        "logs/fetch_raw/{corpus}/{source}/{file}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        runtime=720,
+    params:
+        url=raw_url,
+        checksum=raw_checksum,
+    shell:
+        "python -m bigs.data.fetch --raw_url {params.url:q} {params.checksum} --output {output:q} > {log:q} 2>&1"
+
+
+# One job per raw source (corpus.raw.sources), sharded together below.
 rule process_corpus:
     input:
-        config["corpus"]["raw"]["path"],
+        raw_input,
     output:
-        "results/corpus/{corpus}/{type}_one_article_per_line.txt",
+        "results/corpus/{corpus}/{source}/{type}_one_article_per_line.txt",
     log:
-        "logs/process_corpus/{corpus}-{type}.log",
+        "logs/process_corpus/{corpus}-{source}-{type}.log",
     conda:
         "../envs/data.yaml"
     threads: 8
@@ -46,7 +66,7 @@ rule process_corpus:
 
 rule shard_corpus:
     input:
-        corpus_text(),
+        corpus_texts(),
     output:
         text_shards("{corpus}"),
     log:
@@ -57,14 +77,14 @@ rule shard_corpus:
     resources:
         runtime=720,
     params:
-        txt_dir=subpath(input[0], parent=True),
+        txt_dirs=lambda wildcards, input: [os.path.dirname(f) for f in input],
         out_dir=lambda wildcards: f"results/shards/{wildcards.corpus}",
         num_train_shards=config["shards"]["num_train_shards"],
         num_test_shards=config["shards"]["num_test_shards"],
         frac_test=config["shards"]["frac_test"],
         seed=config["shards"]["seed"],
     shell:
-        "python -m bigs.data.shard --dir {params.txt_dir:q} -o {params.out_dir:q}"
+        "python -m bigs.data.shard --dir {params.txt_dirs:q} -o {params.out_dir:q}"
         " --num_train_shards {params.num_train_shards} --num_test_shards {params.num_test_shards}"
         " --frac_test {params.frac_test} --seed {params.seed} --n_processes {threads} --overwrite"
         " > {log:q} 2>&1"
@@ -93,7 +113,8 @@ rule tokenize_shard:
         " --model_name {params.model_name:q} --do_lower_case {params.do_lower_case} > {log:q} 2>&1"
 
 
-# One job per (text shard x dup copy): hdf5 shard k = output_index(shard, copy, num_shards).
+# One job per (sample set x text shard x dup copy): hdf5 shard k = output_index(shard, copy, num_shards).
+# Every sample set of the corpus masks the same token files, at its own length.
 rule mask_shard:
     input:
         sample_tokens,
@@ -111,13 +132,23 @@ rule mask_shard:
         copy_index=lambda wildcards: sample_source(wildcards)["copy"],
         shard_index=lambda wildcards: sample_source(wildcards)["shard_index"],
         num_shards=lambda wildcards: sample_source(wildcards)["num_shards"],
-        seed=config["samples"]["seed"],
-        masked_lm_prob=config["samples"]["masked_lm_prob"],
-        max_seq_length=config["samples"]["max_seq_length"],
-        max_predictions_per_seq=config["samples"]["max_predictions_per_seq"],
-        short_seq_prob=config["samples"]["short_seq_prob"],
-        whole_word_mask=(
-            "--whole_word_mask" if config["samples"]["whole_word_mask"] else ""
+        seed=lambda wildcards: sample_set_of(wildcards.dataset)["seed"],
+        masked_lm_prob=lambda wildcards: sample_set_of(wildcards.dataset)[
+            "masked_lm_prob"
+        ],
+        max_seq_length=lambda wildcards: sample_set_of(wildcards.dataset)[
+            "max_seq_length"
+        ],
+        max_predictions_per_seq=lambda wildcards: sample_set_of(wildcards.dataset)[
+            "max_predictions_per_seq"
+        ],
+        short_seq_prob=lambda wildcards: sample_set_of(wildcards.dataset)[
+            "short_seq_prob"
+        ],
+        whole_word_mask=lambda wildcards: (
+            "--whole_word_mask"
+            if sample_set_of(wildcards.dataset)["whole_word_mask"]
+            else ""
         ),
     shell:
         "python -m bigs.data.samples mask --tokens {input:q} --output {output:q}"
@@ -130,7 +161,7 @@ rule mask_shard:
 
 rule inspect_dataset:
     input:
-        dataset_inputs(),
+        dataset_set_inputs,
     output:
         report(
             "results/inspect/{dataset}.json",

@@ -4,7 +4,7 @@
 
 rule evaluate_run:
     input:
-        dataset_inputs(),
+        run_inputs,  # the test shards of the run's own sample set (its length)
         model="results/pretrain/{run}/final/model.safetensors",
     output:
         json=report(

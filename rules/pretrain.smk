@@ -5,7 +5,8 @@
 
 rule train_run:
     input:
-        dataset_inputs(),
+        run_inputs,
+        init_inputs,  # the run it continues (runs[].init_from), if any
         launcher=PRETRAIN_SH,
     output:
         config="results/pretrain/{run}/final/config.json",

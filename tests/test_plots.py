@@ -75,6 +75,7 @@ def test_plots_from_synthetic_runs(tmp_path):
         ],
     )
     b = _write_run(tmp_path / "bert", [_train(10, 9.5, tps=50.0), _eval(10, 8.0, 0.0625)])
+    (tmp_path / "bigs" / "config.json").write_text('{"max_position_embeddings": 512}')  # the length column
     out = tmp_path / "plots"
     assert main(["--runs", str(a), str(b), "--names", "BiGS", "BERT", "-o", str(out), "--smoothing", "0.5"]) == 0
     for png in ("train_loss", "learning_rate", "eval_vs_step", "eval_vs_tokens", "throughput"):
@@ -107,7 +108,7 @@ def test_plots_from_synthetic_runs(tmp_path):
     assert float(summary["BiGS"]["mean_tokens_per_s"]) == pytest.approx(200.0)  # (100+300+200)/3
     assert int(summary["BERT"]["final_step"]) == 10
     md = (out / "summary.md").read_text()
-    assert "| BiGS | 30 | 5 |" in md and "| BERT |" in md
+    assert "| BiGS | 512 | 30 | 5 |" in md and "| BERT | — | 10 |" in md
 
 
 def test_default_names_and_eval_json(tmp_path):

@@ -3,6 +3,7 @@
     python -m bigs.data.fetch --source SRC --output DIR [--jobs 8] [--retries 5] [--vocab_size 30522]
     python -m bigs.data.fetch --manifest FILE --output DIR [--jobs 16]    # a folder of thousands
     python -m bigs.data.fetch --make-manifest SRC --output FILE [--drive_api_key KEY]   # online
+    python -m bigs.data.fetch --raw_url URL --md5_url SUMS_URL --output FILE   # one raw text file (a Wikipedia dump)
 
 SRC: a Google Drive folder URL (gdown), gs://bucket/prefix (gsutil -m cp when installed, else
 google-cloud-storage; STORAGE_EMULATOR_HOST honoured), an http(s) URL (a single .hdf5 file or a
@@ -386,11 +387,36 @@ def fetch_in_threads(todo: list, ledger: Ledger, n_threads: int, *, n_files: int
         )
 
 
+def fetch_raw(url: str, dest, *, md5: str | None = None, md5_url: str | None = None) -> Path:
+    """One raw text file (a Wikipedia XML dump) to `dest`, verified against its md5: given, or looked up
+    for the file's name in a checksum list (`<hex>  <name>` lines, e.g. enwiki-latest-md5sums.txt).
+    Nothing is left at `dest` on a mismatch; a file already there with that md5 is kept."""
+    dest, name = Path(dest), url.rsplit("/", 1)[-1]
+    if md5_url:
+        sums = {}
+        for line in Path(storage.download(md5_url, dest.with_name(f".{name}.md5sums"))).read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                sums[parts[1].lstrip("*")] = parts[0].lower()
+        if name not in sums:
+            raise fail(md5_url, "--md5_url", f"no checksum for {name} in it ({len(sums)} entries)")
+        md5 = sums[name]
+    if not md5:
+        raise fail(url, "--md5", "a raw download needs its checksum: --md5 HEX or --md5_url (the dump's md5sums file)")
+    if dest.is_file() and storage.md5_file(dest) == md5:
+        log.info("%s: present, md5 %s", dest, md5)
+        return dest
+    storage.download(url, dest, md5=md5)
+    log.info("%s: downloaded from %s, md5 %s", dest, url, md5)
+    return dest
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--source", help="Google Drive folder URL, gs://bucket/prefix, http(s) URL or local dir")
     what.add_argument("--manifest", help="TSV file list (name, source, size, md5): local path or http(s) URL")
+    what.add_argument("--raw_url", help="one raw text file (a Wikipedia dump) to --output, checked by --md5/--md5_url")
     what.add_argument(
         "--make-manifest",
         dest="make_manifest",
@@ -418,10 +444,15 @@ def main(argv=None):
         help="Drive API key for --make-manifest of a Drive folder (default GOOGLE_API_KEY)",
     )
     p.add_argument("--vocab_size", type=int, default=DEFAULT_VOCAB_SIZE, help="for validation: ids must be below it")
+    p.add_argument("--md5", default=None, help="with --raw_url: the file's md5")
+    p.add_argument("--md5_url", default=None, help="with --raw_url: a checksum list that names the file")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if a.retries is not None:
         os.environ["BIGS_RETRIES"] = str(a.retries)  # read by bigs.data.storage
+    if a.raw_url:
+        print(f"{fetch_raw(a.raw_url, a.output, md5=a.md5, md5_url=a.md5_url)}: verified")
+        return
     if a.make_manifest:
         files = make_manifest(a.make_manifest, a.output, a.drive_api_key)
         print(

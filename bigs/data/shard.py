@@ -149,17 +149,20 @@ def shard(
     n_processes: int = 1,
     overwrite: bool = False,
 ) -> dict:
-    """Run the stage; return per-shard sentence counts."""
-    txt_dir, out = Path(txt_dir), Path(out)
+    """Run the stage on the *.txt files of `txt_dir` (a dir, or a list of dirs: several sources of one
+    corpus, sharded together); return per-shard sentence counts."""
+    dirs = [Path(d) for d in (txt_dir if isinstance(txt_dir, (list, tuple)) else [txt_dir])]
+    txt_dir, out = dirs[0] if len(dirs) == 1 else ", ".join(map(str, dirs)), Path(out)
     if num_train < 1:
         raise fail(txt_dir, "--num_train_shards", "must be >= 1")
     if num_test < 0:
         raise fail(txt_dir, "--num_test_shards", "must be >= 0")
     if num_test > 0 and not 0 < frac_test < 1:
         raise fail(txt_dir, "--frac_test", f"{frac_test} must be in (0, 1) when --num_test_shards > 0")
-    if not txt_dir.is_dir():
-        raise fail(txt_dir, "--dir", "no such directory")
-    files = sorted(p for p in txt_dir.iterdir() if p.suffix == ".txt" and p.is_file())
+    for d in dirs:
+        if not d.is_dir():
+            raise fail(d, "--dir", "no such directory")
+    files = sorted(p for d in dirs for p in d.iterdir() if p.suffix == ".txt" and p.is_file())
     if not files:
         raise fail(txt_dir, "--dir", "no .txt files (make them with python -m bigs.data.process)")
     settings = {
@@ -167,7 +170,7 @@ def shard(
         "num_test_shards": num_test,
         "frac_test": frac_test,
         "seed": seed,
-        "inputs": {p.name: p.stat().st_size for p in files},
+        "inputs": {(p.name if len(dirs) == 1 else f"{p.parent.name}/{p.name}"): p.stat().st_size for p in files},
     }
     check_output(out, settings, overwrite)
 
@@ -234,7 +237,9 @@ def shard(
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dir", required=True, help="directory of *.txt, one article per line")
+    p.add_argument(
+        "--dir", required=True, nargs="+", help="directory of *.txt, one article per line (several: sharded together)"
+    )
     p.add_argument("-o", "--o", dest="o", required=True, help="output directory")
     p.add_argument("--num_train_shards", type=int, default=256)
     p.add_argument("--num_test_shards", type=int, default=256)
@@ -245,7 +250,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.n_processes < 1:
-        raise fail(args.dir, "--n_processes", "must be >= 1")
+        raise fail(", ".join(args.dir), "--n_processes", "must be >= 1")
     shard(
         args.dir,
         args.o,
