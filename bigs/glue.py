@@ -1,4 +1,5 @@
-"""GLUE: the nine tasks, their file readers, their metrics and the GLUE average (REFERENCE.md §5).
+"""GLUE: the nine tasks, their file readers, their metrics and the GLUE average (REFERENCE.md §5);
+and the long-document tasks the original's run_glue.py fine-tunes the long models on (REFERENCE.md §7).
 
 One table (`TASKS`) says everything about a task: where its files are, which columns hold the
 text and the label, the label set, the metrics. Everything else reads it:
@@ -18,10 +19,23 @@ have different widths but the same names); CoLA's train/dev files have no header
 Labels: ids follow the hub dataset `nyu-mll/glue` (what the original run_glue trains on), so a
 model fine-tuned from local files and one fine-tuned from the hub agree on what class 0 means.
 `file_labels[i]` is how class i is written in the .tsv files, and in the GLUE submission files.
+
+Long documents (`LONG_TASKS`; fine-tune at the model's length, e.g. --max_seq_length 4096), from the
+hub online or offline from `DIR/<task>/<split>.jsonl`, the hub's splits (validation as dev.jsonl),
+one JSON object per line with the hub's columns:
+  contract_nli   SCROLLS (tau/scrolls, contract_nli): `input` is "<hypothesis>\n\n<contract>", read as the
+                 pair (hypothesis, contract) — the original splits on every "\n\n" and keeps the first
+                 paragraph of the contract only; we keep all of it. Labels: the sorted `output` values
+                 (Contradiction, Entailment, Not mentioned), as the original. Accuracy. dev = validation.
+  imdb           stanfordnlp/imdb: `text`, `label` (0 negative, 1 positive). Accuracy; dev = test, as the original.
+  hyperpartisan  hyperpartisan_news_detection (byarticle): (`text`, `title`), `hyperpartisan` (true/false).
+                 The hub has a train split only (645 articles): train/dev/test = 80/10/10 % of it by a fixed
+                 permutation (the original's train_test_split had no seed). Accuracy and F1 of "true".
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -45,6 +59,9 @@ class Task:
     test_id: str = "index"
     hub_text: tuple[str, ...] = ()  # column names in nyu-mll/glue when they differ from `text`
     submission: tuple[str, ...] = ()  # GLUE submission file stems, one per dev/test split
+    dataset: str = "nyu-mll/glue"  # the hub dataset (long-document tasks: their own)
+    dataset_config: str | None = None  # its config (GLUE's is `hub`)
+    fmt: str = "tsv"  # local files: GLUE's .tsv, or .jsonl with the hub's columns (long documents)
 
     @property
     def num_labels(self) -> int:
@@ -70,6 +87,19 @@ TASKS = {t.hub: t for t in (
     Task("RTE", "rte", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), ("accuracy",)),
     Task("WNLI", "wnli", ("sentence1", "sentence2"), "label", _BIN, ("accuracy",)),
 )}  # fmt: skip
+LONG_TASKS = {t.hub: t for t in (
+    Task("contract_nli", "contract_nli", ("input",), "output", ("Contradiction", "Entailment", "Not mentioned"),
+         ("accuracy",), dataset="tau/scrolls", dataset_config="contract_nli", fmt="jsonl"),
+    Task("imdb", "imdb", ("text",), "label", ("0", "1"), ("accuracy",), dataset="stanfordnlp/imdb", fmt="jsonl"),
+    Task("hyperpartisan", "hyperpartisan", ("text", "title"), "hyperpartisan", ("false", "true"), ("accuracy", "f1"),
+         dataset="hyperpartisan_news_detection", dataset_config="byarticle", fmt="jsonl"),
+)}  # fmt: skip
+HUB_LONG_SPLITS = {  # our split kind -> the hub split it comes from (hyperpartisan: its train, cut 80/10/10)
+    "contract_nli": {"train": "train", "dev": "validation", "test": "test"},
+    "imdb": {"train": "train", "dev": "test", "test": "test"},
+    "hyperpartisan": {"train": "train", "dev": "train", "test": "train"},
+}
+HYPERPARTISAN_CUT = (0.8, 0.9)  # of a permutation of the 645 articles by np.random.default_rng(0)
 # CoLA train/dev.tsv: no header; source, label, original label ("*" or empty), sentence.
 COLA_COLUMNS = {"label": 1, "sentence": 3, "width": 4}
 
@@ -77,12 +107,13 @@ COLA_COLUMNS = {"label": 1, "sentence": 3, "width": 4}
 def task(name: str) -> Task:
     """A task by either spelling, any case: "sst2", "SST-2", "sts-b", "MNLI"."""
     key = name.lower().replace("-", "")
-    if key not in TASKS:
+    key = "hyperpartisan" if key == "hyperpartisan_news_detection" else key
+    if key not in TASKS and key not in LONG_TASKS:
         raise BigsError(
             f"--task_name: unknown task {name!r}; use one of "
-            f"{', '.join(t.name for t in TASKS.values())} (either spelling, any case)"
+            f"{', '.join(t.name for t in (*TASKS.values(), *LONG_TASKS.values()))} (either spelling, any case)"
         )
-    return TASKS[key]
+    return TASKS.get(key) or LONG_TASKS[key]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -199,6 +230,8 @@ def read_split(t: Task, kind: str, data_dir: str | os.PathLike | None) -> list[S
     data_dir None = the hub dataset nyu-mll/glue (needs the `datasets` package and a network,
     or its local cache).
     """
+    if t.fmt == "jsonl":
+        return [long_split(t, kind, data_dir)]
     if data_dir is None:
         return [hub_split(t, kind, i) for i in range(len(split_files(t, kind)))]
     d = Path(data_dir) / t.name
@@ -245,6 +278,80 @@ def hub_split(t: Task, kind: str, i: int) -> Split:
         return Split(f"nyu-mll/glue/{t.hub}/{name}", ids, texts, None)
     dtype = np.float32 if t.is_regression else np.int64
     return Split(f"nyu-mll/glue/{t.hub}/{name}", ids, texts, np.asarray(ds["label"], dtype=dtype))
+
+
+def long_split(t: Task, kind: str, data_dir) -> Split:
+    """A long-document task's split: rows of DIR/<task>/<kind>.jsonl (hyperpartisan: cut from train.jsonl),
+    or of its hub dataset; texts, labels as LONG_TASKS says (module docstring)."""
+    stem = HUB_LONG_SPLITS[t.hub][kind].replace("validation", "dev")  # local files: the hub's splits
+    if data_dir is not None:
+        path = Path(data_dir) / t.name / f"{stem}.jsonl"
+        rows, where = read_jsonl(path, t), str(path)
+    else:
+        rows, where = hub_rows(t, HUB_LONG_SPLITS[t.hub][kind]), t.dataset
+    if t.hub == "hyperpartisan":  # the hub's only split, cut by a fixed permutation
+        order = np.random.default_rng(0).permutation(len(rows))
+        a, b = (int(f * len(rows)) for f in HYPERPARTISAN_CUT)
+        rows = [rows[i] for i in {"train": order[:a], "dev": order[a:b], "test": order[b:]}[kind]]
+    texts = tuple([] for _ in t.text) if t.hub != "contract_nli" else ([], [])
+    labels = []
+    for i, r in enumerate(rows):
+        if t.hub == "contract_nli":  # "<hypothesis>\n\n<contract>": the pair
+            hypothesis, _, contract = str(r["input"]).partition("\n\n")
+            texts[0].append(hypothesis.strip())
+            texts[1].append(contract.strip())
+        else:
+            for out, c in zip(texts, t.text):
+                out.append(str(r.get(c) or ""))
+        value = r.get(t.label)
+        if value is not None:
+            labels.append(
+                parse_label(t, str(value).lower() if isinstance(value, bool) else str(value), f"{where}:{i + 1}")
+            )
+    ids = [str(r.get("id", i)) for i, r in enumerate(rows)]
+    return Split(where, ids, texts, np.asarray(labels, dtype=np.int64) if len(labels) == len(rows) else None)
+
+
+def read_jsonl(path: Path, t: Task) -> list[dict]:
+    """Rows of a long-document task's local file; a wrong layout is one error naming file and line."""
+    if not path.is_file():
+        raise fail(
+            path,
+            "file",
+            f"missing — {t.name} offline reads DIR/{t.name}/{{train,dev,test}}.jsonl (hyperpartisan: "
+            "train.jsonl only), one JSON object per line with the hub's columns; see bigs/glue.py",
+        )
+    rows = []
+    need = {"contract_nli": ("input",)}.get(t.hub, t.text[:1])
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise fail(f"{path}:{lineno}", "json", f"not a JSON object ({exc.msg})") from None
+        missing = [c for c in need if not isinstance(row, dict) or c not in row]
+        if missing:
+            raise fail(f"{path}:{lineno}", missing[0], f"missing; a {t.name} row has {', '.join((*need, t.label))}")
+        rows.append(row)
+    if not rows:
+        raise fail(path, "rows", "no examples")
+    return rows
+
+
+def hub_rows(t: Task, split: str) -> list[dict]:
+    """A long-document task's split from its hub dataset (online, or the datasets cache)."""
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(t.dataset, t.dataset_config, split=split)
+    except Exception as exc:  # noqa: BLE001 — offline, no cache, no package: the same advice
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise BigsError(
+            f"{t.dataset}: {split}: cannot load it from the hub ({first}) — offline, pass --data_dir DIR with "
+            f"DIR/{t.name}/{{train,dev,test}}.jsonl (bigs/glue.py)"
+        ) from None
+    return [dict(r) for r in ds]
 
 
 # ------------------------------------------------------------------------------------------------

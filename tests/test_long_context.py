@@ -134,3 +134,107 @@ def test_position_rule_is_checked():
     assert extend_positions(t, 7, "tile", 0.02, 0)[:, 0].tolist() == [0, 2, 4, 0, 2, 4, 0]
     with pytest.raises(BigsError, match="--position_init: 'zeros'"):
         extend_positions(t, 7, "zeros", 0.02, 0)
+
+
+# ----------------------------------------------------------------------------- long-document tasks
+def write_jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture(scope="module")
+def longdoc_dir(tmp_path_factory):
+    """Local copies in the documented layout (DIR/<task>/<split>.jsonl, the hub's columns)."""
+    import random
+
+    d = tmp_path_factory.mktemp("longdoc")
+    rng = random.Random(5)
+    outs = ["Entailment", "Contradiction", "Not mentioned"]
+    words = {"Entailment": "shall", "Contradiction": "never", "Not mentioned": "maybe"}
+
+    def nli(n):
+        rows = []
+        for i in range(n):
+            o = rng.choice(outs)
+            contract = f"The party {words[o]} disclose.\n\nSecond clause {rng.randint(0, 9)}."
+            rows.append({"id": f"c{i}", "pid": "p", "input": f"Party may disclose?\n\n{contract}", "output": o})
+        return rows
+
+    write_jsonl(d / "contract_nli" / "train.jsonl", nli(160))
+    write_jsonl(d / "contract_nli" / "dev.jsonl", nli(24))
+    write_jsonl(d / "contract_nli" / "test.jsonl", [{**r, "output": None} for r in nli(5)])
+    write_jsonl(
+        d / "imdb" / "train.jsonl",
+        [{"text": f"a {'good' if i % 2 else 'bad'} film", "label": i % 2} for i in range(20)],
+    )
+    write_jsonl(d / "imdb" / "test.jsonl", [{"text": "good", "label": 1}, {"text": "bad", "label": 0}])
+    write_jsonl(
+        d / "hyperpartisan" / "train.jsonl",
+        [{"text": f"article {i}", "title": f"t{i}", "hyperpartisan": i % 3 == 0, "url": "u"} for i in range(645)],
+    )
+    return d
+
+
+def test_contract_nli_is_a_pair_with_the_sorted_output_labels(longdoc_dir):
+    from bigs.glue import read_split, task
+
+    t = task("contract_nli")
+    (train,) = read_split(t, "train", longdoc_dir)
+    first = json.loads((longdoc_dir / "contract_nli" / "train.jsonl").read_text().splitlines()[0])
+    assert train.texts[0][0] == "Party may disclose?" and train.texts[1][0] == first["input"].split("\n\n", 1)[1]
+    assert "\n\nSecond clause" in train.texts[1][0]  # the whole contract, not only its first paragraph
+    assert t.file_labels == ("Contradiction", "Entailment", "Not mentioned")
+    assert train.labels[0] == t.file_labels.index(first["output"])
+    (test,) = read_split(t, "test", longdoc_dir)
+    assert test.labels is None and test.ids[0] == "c0"
+
+
+def test_imdb_dev_is_its_test_split_and_hyperpartisan_is_cut_80_10_10(longdoc_dir):
+    from bigs.glue import compute_metrics, read_split, task
+
+    (dev,) = read_split(task("imdb"), "dev", longdoc_dir)
+    assert dev.labels.tolist() == [1, 0] and dev.texts[0] == ["good", "bad"]
+    t = task("hyperpartisan_news_detection")
+    parts = {k: read_split(t, k, longdoc_dir)[0] for k in ("train", "dev", "test")}
+    assert [len(p) for p in parts.values()] == [516, 64, 65]
+    assert set(parts["train"].texts[0]).isdisjoint(parts["dev"].texts[0] + parts["test"].texts[0])
+    assert parts["dev"].texts[0] == read_split(t, "dev", longdoc_dir)[0].texts[0]  # a fixed cut
+    assert parts["train"].labels.tolist() == [int(x.split()[1]) % 3 == 0 for x in parts["train"].texts[0]]
+    m = compute_metrics(t, parts["dev"].labels, parts["dev"].labels)
+    assert m == {"accuracy": 1.0, "f1": 1.0, "combined_score": 1.0}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "contract_nli/train.jsonl: file: missing — contract_nli offline reads"),
+        ('{"input": "a\\n\\nb", "output": "Entailment"}\nnot json\n', "train.jsonl:2: json: not a JSON object"),
+        ('{"text": "x", "output": "Entailment"}\n', "train.jsonl:1: input: missing"),
+        ('{"input": "a\\n\\nb", "output": "Yes"}\n', "'Yes' is not a contract_nli label"),
+    ],
+)
+def test_a_wrong_local_layout_is_one_error_naming_the_file(tmp_path, content, message):
+    from bigs.glue import read_split, task
+
+    if content is not None:
+        (tmp_path / "contract_nli").mkdir()
+        (tmp_path / "contract_nli" / "train.jsonl").write_text(content)
+    with pytest.raises(BigsError, match=message.replace("(", r"\(").replace("?", r"\?")):
+        read_split(task("contract_nli"), "train", tmp_path)
+
+
+def test_fine_tunes_a_long_model_on_contract_nli_at_its_length(short_run, long_shards, longdoc_dir, tmp_path):
+    """A model continued to L 64 fine-tuned at --max_seq_length 64 (the long-document protocol, tiny)."""
+    from bigs.finetune import main
+
+    model = tmp_path / "run64"
+    run_cli(long_args(long_shards, model, short_run / "final", steps=2, warmup_steps=1, eval_steps=2))
+    out = tmp_path / "ft"
+    argv = ["--model_name_or_path", str(model / "final"), "--task_name", "contract_nli", "--data_dir", str(longdoc_dir),
+            "--output_dir", str(out), "--do_train", "--do_eval", "--do_predict", "--max_seq_length", "64",
+            "--per_device_train_batch_size", "8", "--learning_rate", "3e-3", "--num_train_epochs", "8",
+            "--save_strategy", "no"]  # fmt: skip
+    assert main(argv) == 0
+    res = json.loads((out / "eval_results.json").read_text())
+    assert res["eval_samples"] == 24 and res["eval_accuracy"] > 0.6, res  # 3 classes, one word decides
+    assert len((out / "predictions" / "test" / "contract_nli.tsv").read_text().splitlines()) == 6
