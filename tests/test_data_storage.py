@@ -262,3 +262,31 @@ for uri in sys.stdin.read().split():
     assert log.read_text().startswith("-m cp -I ")
     for p in shard_files.iterdir():
         assert (out / p.name).read_bytes() == p.read_bytes()
+
+
+# ---------------------------------------------------------------- raw sources (a Wikipedia dump by URL)
+def test_a_raw_file_is_checked_against_the_dumps_md5sums(http_dir, tmp_path, fast_retries):
+    """fetch_raw: the dump's md5 from its md5sums file; a mismatch leaves nothing; a verified copy is kept."""
+    import hashlib
+
+    from bigs.data.fetch import fetch_raw
+
+    url, root = http_dir
+    dump = b"<mediawiki>" + bytes(range(256)) * 400 + b"</mediawiki>"
+    (root / "enwiki-latest-pages-articles.xml.bz2").write_bytes(dump)
+    md5 = hashlib.md5(dump).hexdigest()
+    (root / "md5sums.txt").write_text(f"{md5}  enwiki-latest-pages-articles.xml.bz2\n{'0' * 32}  other.xml.bz2\n")
+    out = tmp_path / "raw" / "enwiki.xml.bz2"
+    got = fetch_raw(url + "enwiki-latest-pages-articles.xml.bz2", out, md5_url=url + "md5sums.txt")
+    assert got.read_bytes() == dump
+    mtime = out.stat().st_mtime_ns
+    fetch_raw(url + "enwiki-latest-pages-articles.xml.bz2", out, md5=md5)  # present and verified: not fetched again
+    assert out.stat().st_mtime_ns == mtime
+    bad = tmp_path / "bad.xml.bz2"
+    with pytest.raises(BigsError, match="md5: checksum mismatch"):
+        fetch_raw(url + "enwiki-latest-pages-articles.xml.bz2", bad, md5="f" * 32)
+    assert not bad.exists() and not list(bad.parent.glob(".tmp-*"))
+    with pytest.raises(BigsError, match="no checksum for nope.xml.bz2"):
+        fetch_raw(url + "nope.xml.bz2", tmp_path / "n", md5_url=url + "md5sums.txt")
+    with pytest.raises(BigsError, match="--md5: a raw download needs its checksum"):
+        fetch_raw(url + "enwiki-latest-pages-articles.xml.bz2", tmp_path / "m")

@@ -213,3 +213,24 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
     (tmp_path / "afile").write_text("x")
     r = cli("bigs.data.process", "-f", tmp_path / "src", "-o", tmp_path / "afile" / "out", "--type", "text")
     assert r.returncode == 2 and "afile" in r.stderr and ": -o: " in r.stderr and "Traceback" not in r.stderr
+
+
+def test_several_sources_are_sharded_together(wiki_corpus_dir, tmp_path):
+    """Two sources of one corpus (two dirs of one-article-per-line files): every article of both lands in
+    exactly one shard, as academic-budget-bert's shard_data.py does with one dir holding both."""
+    import shutil
+
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "bookcorpus_one_article_per_line.txt").write_text(
+        "".join(f"Book {i} begins here. It ends here too.\n\n" for i in range(30))
+    )
+    shard([wiki_corpus_dir, books], tmp_path / "out", 3, 1, 0.1, seed=1)
+    text = "".join(p.read_text() for p in (tmp_path / "out").glob("*.txt"))
+    assert sum(f"Book {i} begins here." in text for i in range(30)) == 30
+    one = tmp_path / "one"
+    shutil.copytree(wiki_corpus_dir, one)
+    shutil.copy(books / "bookcorpus_one_article_per_line.txt", one)
+    shard(one, tmp_path / "out1", 3, 1, 0.1, seed=1)  # the same two files in one dir: the same shards
+    for p in (tmp_path / "out").glob("*.txt"):
+        assert p.read_text() == (tmp_path / "out1" / p.name).read_text(), p.name

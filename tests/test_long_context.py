@@ -238,3 +238,66 @@ def test_fine_tunes_a_long_model_on_contract_nli_at_its_length(short_run, long_s
     res = json.loads((out / "eval_results.json").read_text())
     assert res["eval_samples"] == 24 and res["eval_accuracy"] > 0.6, res  # 3 classes, one word decides
     assert len((out / "predictions" / "test" / "contract_nli.tsv").read_text().splitlines()) == 6
+
+
+# ----------------------------------------------------------------------------- the workflow's chain, for real
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """The trimmed embedded default with a 512 sample set of the same text shards and a chain:
+    tiny128 (20 steps at L 128), then tiny512 continued from it (10 steps at L 512)."""
+    from conftest import TINY, copy_workflow, smk, write_yaml
+
+    wf = copy_workflow(tmp_path_factory.mktemp("chain"))
+    cfg = {
+        **TINY,
+        "samples": {**TINY["samples"], "sets": [{"name": "L512", "max_seq_length": 512, "dup_factor": 1}]},
+        "runs": [
+            {"name": "tiny128"},
+            {"name": "tiny512", "samples": "L512", "init_from": "tiny128", "num_total_train_steps": 10,
+             "per_device_train_batch_size": 4, "per_device_eval_batch_size": 4, "warmup_steps": 2},
+        ],
+    }  # fmt: skip
+    write_yaml(wf / "chain.yaml", cfg)
+    return wf, smk(wf, "--cores", "2", "pretrain", "--configfile", "chain.yaml").stdout
+
+
+@pytest.mark.slow
+def test_a_128_run_then_a_512_run_from_it_through_the_workflow(chain):
+    wf, _ = chain
+    r = wf / "results"
+    final = r / "pretrain" / "tiny512" / "final"
+    assert json.loads((final / "config.json").read_text())["max_position_embeddings"] == 512
+    state = json.loads((final / "trainer_state.json").read_text())
+    parent = json.loads((r / "pretrain" / "tiny128" / "final" / "trainer_state.json").read_text())
+    assert state["init_from"] == "results/pretrain/tiny128/final" and state["step"] == 10
+    assert state["tokens_seen"] == parent["tokens_seen"] + 10 * 4 * 512  # overlaid by tokens seen in the plots
+    ev = json.loads((r / "evaluate" / "tiny512.json").read_text())
+    assert ev["dataset_path"].endswith("enwiki-sample-L512") and ev["metrics"]["eval_tokens"] > 0
+    assert json.loads((r / "evaluate" / "tiny128.json").read_text())["dataset_path"].endswith("enwiki-sample-L128")
+    summary = (r / "plots" / "summary.md").read_text()
+    assert "| tiny512 | 512 |" in summary and "| tiny128 | 128 |" in summary
+    assert (
+        "weights from results/pretrain/tiny128/final (128 positions" in (wf / "logs/train_run/tiny512.log").read_text()
+    )
+
+
+@pytest.mark.slow
+def test_a_changed_parent_reruns_its_chain(chain):
+    from conftest import job_counts, smk, write_yaml
+
+    wf, _ = chain
+    cfg = json.loads(json.dumps(yaml_load(wf / "chain.yaml")))
+    cfg["runs"][0]["learning_rate"] = 1.0e-3  # the 128 run only
+    write_yaml(wf / "changed.yaml", cfg)
+    counts = job_counts(smk(wf, "-n", "pretrain", "--configfile", "changed.yaml").stdout)
+    assert counts["train_run"] == 2 and counts["evaluate_run"] == 2 and "mask_shard" not in counts
+    cfg = json.loads(json.dumps(yaml_load(wf / "chain.yaml")))
+    cfg["runs"][1]["learning_rate"] = 1.0e-3  # the 512 run only: its parent stays
+    write_yaml(wf / "changed.yaml", cfg)
+    assert job_counts(smk(wf, "-n", "pretrain", "--configfile", "changed.yaml").stdout)["train_run"] == 1
+
+
+def yaml_load(path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())

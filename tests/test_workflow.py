@@ -38,28 +38,68 @@ PRESETS = sorted(p.stem for p in (ROOT / "presets").glob("*.yaml"))
 # Each preset alone on the embedded default, and the compositions the README names.
 COMBOS = [
     [], *([p] for p in PRESETS), ["paper-100k", "gpu"], ["paper-100k", "tpu"], ["compare", "glue"],
-    ["paper-100k", "budget", "gpu"],
+    ["paper-100k", "budget", "gpu"], ["paper-100k", "paper-corpus", "gpu"],
+    ["paper-100k", "paper-corpus", "long-context", "gpu"],
 ]  # fmt: skip
 
 
 def test_presets_exist():
-    assert {"paper-100k", "gpu", "tpu", "prebuilt-corpus", "compare", "glue"} <= set(PRESETS)
+    assert {
+        "paper-100k",
+        "gpu",
+        "tpu",
+        "prebuilt-corpus",
+        "compare",
+        "glue",
+        "budget",
+        "paper-corpus",
+        "long-context",
+    } <= set(PRESETS)
+
+
+def test_long_context_preset_chains_the_runs_with_the_published_token_counts(wf):
+    from bigs.pretrain import parse_args
+
+    presets = [f"presets/{p}.yaml" for p in ("paper-100k", "paper-corpus", "long-context", "gpu")]
+    out = smk(wf, "-n", "-p", "pretrain", "--configfile", *presets).stdout
+    cmds = {
+        Path(parse_args(c[6:]).output_dir).name: parse_args(c[6:]) for c in shell_commands(out, "scripts/pretrain.sh")
+    }
+    assert cmds["BiGS_128"].model_name_or_path is None and cmds["BiGS_128"].max_seq_length == 128
+    tokens = {}
+    for run, parent, L in (
+        ("BiGS_512", "BiGS_128", 512),
+        ("BiGS_1024", "BiGS_512", 1024),
+        ("BiGS_4096", "BiGS_1024", 4096),
+    ):
+        a = cmds[run]
+        assert a.model_name_or_path == f"results/pretrain/{parent}/final" and a.max_seq_length == L
+        tokens[L] = a.num_total_train_steps * a.global_batch_size * L
+    assert tokens[512] == pytest.approx(11e9, rel=0.01) and tokens[1024] == pytest.approx(2e9, rel=0.02)
+    assert tokens[4096] < 1e9  # not published: under the rounding of "≈110B" for both
+    masks = [c for c in shell_commands(out, "bigs.data.samples mask") if "enwiki" not in " ".join(c)]
+    preds = {int(c[c.index("--max_seq_length") + 1]): int(c[c.index("--max_predictions_per_seq") + 1]) for c in masks}
+    assert preds == {128: 20, 512: 80, 1024: 160, 4096: 640}
 
 
 @pytest.mark.parametrize("presets", COMBOS, ids=lambda c: "+".join(c) or "default")
 def test_dry_run_pretrain(wf, presets):
     extra = ["--configfile", *(f"presets/{p}.yaml" for p in presets)] if presets else []
     counts = job_counts(smk(wf, "-n", "pretrain", *extra).stdout)
-    n_runs = 2 if "compare" in presets else 1
+    n_runs = 2 if "compare" in presets else 4 if "long-context" in presets else 1
+    n_sets = 4 if "long-context" in presets else 1  # L128, and L512/1024/4096 masked from the same tokens
     assert counts["train_run"] == n_runs and counts["evaluate_run"] == n_runs and counts["plot_runs"] == 1
-    assert counts["inspect_dataset"] == 1  # the main target validates the data it trains on
+    assert counts["inspect_dataset"] == n_sets  # the main target validates the data it trains on
     if "tpu" in presets:  # streamed from gs://: no download, no data-building jobs
         assert set(counts) == {"train_run", "inspect_dataset", "evaluate_run", "plot_runs", "pretrain"}
+    elif "paper-corpus" in presets:  # the paper's corpus from raw text: the dump fetched once, 384 text shards
+        assert counts["fetch_raw"] == 1 and "fetch_prebuilt" not in counts and counts["process_corpus"] == 1
+        assert counts["tokenize_shard"] == 256 + 128 and counts["mask_shard"] == (256 + 128) * 10 * n_sets
     elif {"paper-100k", "prebuilt-corpus"} & set(presets):  # the prebuilt corpus is downloaded once
         assert counts["fetch_prebuilt"] == 1 and "mask_shard" not in counts
     else:  # the embedded sample: every data stage
         assert counts["process_corpus"] == 1 and counts["shard_corpus"] == 1
-        assert counts["tokenize_shard"] == 4 + 1 and counts["mask_shard"] == (4 + 1) * 2
+        assert counts["tokenize_shard"] == 4 + 1 and counts["mask_shard"] == (4 + 1) * 2 * n_sets
 
 
 @pytest.mark.parametrize("target", ["corpus", "shards", "samples", "inspect", "evaluate", "plots", "all"])
