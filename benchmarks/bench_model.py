@@ -121,7 +121,7 @@ def bench_sweep(args):
     B, H = args.batch, args.sweep_hidden
     print(
         f"\n== conv sweep: B {B} x H {H}, fp32, fwd+bwd of a causal + an anti-causal conv "
-        f"(current AUTO_TOEPLITZ_MAX_LEN = {AUTO_TOEPLITZ_MAX_LEN}) =="
+        f"(current AUTO_TOEPLITZ_MAX_LEN = {AUTO_TOEPLITZ_MAX_LEN['cpu']} on the CPU) =="
     )
     for L in args.sweep_lengths:
         K = torch.randn(L, requires_grad=True)

@@ -76,6 +76,7 @@ class Plan:
     parity: list  # added to `bigs` for the small BiGS of the CUDA-vs-CPU check
     sync: list  # added to `bigs` for counting syncs: same depth, narrow (the count is per op, not per FLOP)
     long_lengths: tuple
+    switch_lengths: tuple  # BiGS timed with both convolutions here (AUTO_TOEPLITZ_MAX_LEN's neighbourhood)
     timed_steps: int
     train_steps: int
     resume_at: int  # the boolean run stops here (checkpoint), then a second run resumes it
@@ -103,6 +104,7 @@ FULL = Plan(
     ],
     sync=["--hidden_size", "128", "--intermediate_size", "384", "--per_device_train_batch_size", "8"],
     long_lengths=(512, 1024, 2048, 4096),
+    switch_lengths=(1024, 2048),
     timed_steps=10,
     train_steps=300,
     resume_at=250,
@@ -138,6 +140,7 @@ SMOKE = Plan(
     parity=FULL.parity,
     sync=[],
     long_lengths=(64, 128),
+    switch_lengths=(128,),
     timed_steps=3,
     train_steps=6,
     resume_at=4,
@@ -397,7 +400,7 @@ def step(plan: Plan, rt: Runtime, work: Path, budget: Budget) -> dict:
         },
         "runs": [],
     }
-    auto = resolve_conv_impl("auto", args.max_seq_length)
+    auto = resolve_conv_impl("auto", args.max_seq_length, rt.kind)
 
     def add(model_name, conv, gather, fn, need=15, **extra):
         label = f"{model_name} conv {conv} gather {gather}" + "".join(f" {k} {v}" for k, v in extra.items())
@@ -474,7 +477,7 @@ def compile_worker(plan: Plan, rt: Runtime, out: Path) -> None:
     r = time_step(model, args, batches, rt, plan.timed_steps, compile_backend=plan.compile_backend)
     r["compile_s"] = r["first_step_s"] - r["ms_per_step"] / 1e3  # first step minus a steady one
     r["backend"] = plan.compile_backend
-    r["conv"] = resolve_conv_impl("auto", args.max_seq_length)
+    r["conv"] = resolve_conv_impl("auto", args.max_seq_length, rt.kind)
     out.write_text(json.dumps(r))
 
 
@@ -505,15 +508,22 @@ def long_sequence(plan: Plan, rt: Runtime, work: Path, budget: Budget) -> dict:
                 "--max_predictions_per_seq",
                 str(round(MLM_FRACTION * L)),
             )
-            conv = resolve_conv_impl("auto", L) if name == "BiGS" else "attention"
+            convs = ["auto"] + (["toeplitz", "fft"] if name == "BiGS" and L in plan.switch_lengths else [])
+            for conv in convs:  # at the lengths around the switch, both convolutions: where it belongs on this GPU
 
-            def run():
-                batches = device_batches(args, "boolean", rt.device, work)
-                return time_step(model, args, batches, rt, plan.timed_steps)
+                def run(conv=conv):
+                    m = model if conv == "auto" else with_conv(model, conv)
+                    batches = device_batches(args, "boolean", rt.device, work)
+                    return time_step(m, args, batches, rt, plan.timed_steps)
 
-            r = timed(f"{name} L {L} batch {args.per_device_train_batch_size} conv {conv}", budget, 8, run)
-            res["runs"].append({"model": name, "seq_len": L, "conv": conv, "gather": "boolean", **r})
-            free(rt.device)
+                picked = resolve_conv_impl(conv, L, rt.kind) if name == "BiGS" else "attention"
+                r = timed(
+                    f"{name} L {L} batch {args.per_device_train_batch_size} conv {conv} ({picked})", budget, 8, run
+                )
+                res["runs"].append(
+                    {"model": name, "seq_len": L, "conv": picked, "forced": conv != "auto", "gather": "boolean", **r}
+                )
+                free(rt.device)
         model = None  # drop the reference so the memory can be freed
         free(rt.device)
     return res
@@ -931,20 +941,23 @@ def md_step(st: dict) -> list[str]:
 
 def md_long_sequence(ls: dict) -> list[str]:
     md = [
-        f"{ls['tokens_per_batch']:,} tokens per batch at every L, bf16, boolean head, 15 % masked; BiGS conv auto.",
+        f"{ls['tokens_per_batch']:,} tokens per batch at every L, bf16, boolean head, 15 % masked; BiGS conv auto "
+        "(and both convolutions forced around the switch, bigs.model.AUTO_TOEPLITZ_MAX_LEN).",
         "",
-        "| L | batch | BiGS conv | BiGS tokens/s | BERT tokens/s | BiGS / BERT |",
-        "|---|---|---|---|---|---|",
+        "| L | batch | BiGS conv | BiGS tokens/s | BiGS Toeplitz / FFT forced | BERT tokens/s | BiGS / BERT |",
+        "|---|---|---|---|---|---|---|",
     ]
     by = collections.defaultdict(dict)
     for r in ls["runs"]:
-        by[r["seq_len"]]["BiGS" if r["model"] == "BiGS" else "BERT"] = r
-    for L, pair in sorted(by.items()):
-        b, t = pair.get("BiGS", {}), pair.get("BERT", {})
+        key = "BERT" if r["model"] != "BiGS" else (r["conv"] if r.get("forced") else "BiGS")
+        by[r["seq_len"]][key] = r
+    for L, row in sorted(by.items()):
+        b, t = row.get("BiGS", {}), row.get("BERT", {})
         ratio = b["tokens_per_s"] / t["tokens_per_s"] if "tokens_per_s" in b and "tokens_per_s" in t else None
+        forced = " / ".join(outcome(row[c]) or fmt(row[c].get("tokens_per_s")) for c in ("toeplitz", "fft") if c in row)
         md.append(
             f"| {L} | {b.get('batch', t.get('batch', ''))} | {b.get('conv', '')} | {outcome(b) or fmt(b.get('tokens_per_s'))} "
-            f"| {outcome(t) or fmt(t.get('tokens_per_s'))} | {fmt(ratio, '.2f')}× |"
+            f"| {forced or '–'} | {outcome(t) or fmt(t.get('tokens_per_s'))} | {fmt(ratio, '.2f')}× |"
         )
     return md
 

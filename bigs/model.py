@@ -71,11 +71,13 @@ from transformers import (
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPooling, MaskedLMOutput, SequenceClassifierOutput
 
-# Toeplitz GEMM for L <= this, rfft/irfft above. Measured with `benchmarks/bench_model.py --only
-# sweep --threads 1` (CPU AMD EPYC, 1 thread, fp32, B 8 x H 256, fwd+bwd of a causal + an anti-causal
-# conv), fft/toeplitz time: L 64 9.7x, 128 3.8x, 256 2.6x, 512 1.7x, 1024 1.25x, 2048 0.86x.
-# Not yet measured on GPU (no GPU session so far); the Toeplitz GEMM is also the XLA path.
-AUTO_TOEPLITZ_MAX_LEN = 1024
+# Toeplitz GEMM for L <= this (per device type), rfft/irfft above. CPU: `benchmarks/bench_length.py
+# --conv both` (2 cores, fp32, H 256 I 512 2 layers, 4096 tokens per training step, Dec 2026): Toeplitz /
+# FFT training-step tokens/s 7,236 / 6,657 at L 128, 6,703 / 6,204 at 512, 5,900 / 5,696 at 1024,
+# 4,409 / 5,894 at 2048, 2,146 / 6,057 at 4096 -> the switch belongs between 1024 and 2048
+# (bench_model.py's conv-only sweep agrees: fft/toeplitz time 1.25 at 1024, 0.86 at 2048). CUDA: not
+# measured yet (benchmarks/gpu_check.sh times both at 1024 and 2048); XLA always takes the GEMM.
+AUTO_TOEPLITZ_MAX_LEN = {"cpu": 1024, "cuda": 1024}
 
 CONV_IMPLS = ("auto", "fft", "toeplitz", "direct")
 SSM_INITS = ("hippo", "lin", "inv")
@@ -92,7 +94,7 @@ class BiGSConfig(PretrainedConfig):
 
     Our options, all defaulting to the faithful behaviour:
       conv_impl          "auto" | "fft" | "toeplitz" | "direct" (slow reference). auto: Toeplitz GEMM for
-                         L <= AUTO_TOEPLITZ_MAX_LEN else FFT. Same numbers either way (tested).
+                         L <= AUTO_TOEPLITZ_MAX_LEN[device type] else FFT. Same numbers either way (tested).
       scaling            SSM init of A, published name (alias `ssm_init`): "hippo" (Flax default),
                          "lin" (what the PyTorch port always does), "inv".
       ssm_lr_multiplier  lr factor for A_re, A_im, log_step (Flax declares 0.1; never applied: 1.0).
@@ -267,9 +269,10 @@ def s4d_kernel_complex(A_re, A_im, C, log_step, L: int) -> torch.Tensor:
 # the backward SSM of BiGS on the un-flipped sequence (J T J = T^T for a Toeplitz T).
 
 
-def resolve_conv_impl(impl: str, L: int) -> str:
+def resolve_conv_impl(impl: str, L: int, device_type: str = "cuda") -> str:
+    """auto: the Toeplitz GEMM up to AUTO_TOEPLITZ_MAX_LEN[device type] positions, the FFT beyond."""
     if impl == "auto":
-        return "toeplitz" if L <= AUTO_TOEPLITZ_MAX_LEN else "fft"
+        return "toeplitz" if L <= AUTO_TOEPLITZ_MAX_LEN.get(device_type, AUTO_TOEPLITZ_MAX_LEN["cuda"]) else "fft"
     return impl
 
 
@@ -320,7 +323,7 @@ def ssm_conv(u, K, D, impl="auto", reverse=False):
     On CUDA with TF32 on (training's default, bigs/train/runtime.py) the Toeplitz GEMM takes TF32 inputs."""
     f = torch.promote_types(u.dtype, torch.float32)
     with torch.autocast(device_type=u.device.type, enabled=False):
-        return _CONVS[resolve_conv_impl(impl, u.shape[0])](u.to(f), K.to(f), D.to(f), reverse)
+        return _CONVS[resolve_conv_impl(impl, u.shape[0], u.device.type)](u.to(f), K.to(f), D.to(f), reverse)
 
 
 # ------------------------------------------------------------------------------------------------
