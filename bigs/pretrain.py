@@ -23,10 +23,12 @@ the step and the last good checkpoint), 5 a peer rank or node died or hung past 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +40,7 @@ from bigs.data.stream import TrainStream
 from bigs.errors import EXIT_PEER_LOST, EXIT_PREEMPTED, BigsError, atomic_dir, cli_main
 from bigs.tokenizer import save_tokenizer
 from bigs.train import checkpoint as ckpt
-from bigs.train import distributed
+from bigs.train import distributed, xla_cpu
 from bigs.train.flags import positive, str2bool
 from bigs.train.metrics import MetricsLog, Window, flops_per_token, human_time, peak_flops, progress_bar
 from bigs.train.optim import build_optimizer
@@ -396,11 +398,16 @@ def warm_start_source(args):
     )
 
 
+_BUILD = threading.Lock()
+
+
 def build_training(args, rt: Runtime, resume_from, source=None):
     """Model (same initial weights on every rank), optimizer, and the state: resumed from the run's own
     checkpoint, or a new run from a model's weights (`source`), or from scratch."""
-    seed_everything(args.seed)
-    model = build_model(args, rt.kind)
+    with _BUILD:  # [xla] device threads share one CPU generator: each seeds and builds, one at a time
+        seed_everything(args.seed)  # the same initial weights on every rank
+        model = build_model(args, rt.kind)
+        torch.manual_seed(args.seed + 1000 * (rt.rank + 1))  # then dropout masks differ per rank
     state = ckpt.TrainState(world_size=rt.world, args=vars(args))
     if resume_from is None and source is not None:  # a run's own checkpoint wins: never re-initialised
         load_into(model, source, position_init=args.position_init, seed=args.seed)
@@ -422,7 +429,10 @@ def build_training(args, rt: Runtime, resume_from, source=None):
         adafactor=args.adafactor,
         verbose=rt.master,
     )
-    torch.manual_seed(args.seed + 1000 * (rt.rank + 1))  # dropout masks differ per rank
+    if rt.kind == "xla":  # [xla] dropout draws from the device's own generator
+        import torch_xla.core.xla_model as xm
+
+        xm.set_rng_state(args.seed + 1000 * (rt.rank + 1), rt.device)
     if resume_from is not None:
         state = ckpt.load_checkpoint(resume_from, model, optimizer, rt=rt)
         state.args, state.world_size = vars(args), rt.world
@@ -646,10 +656,12 @@ def save_markers(r: Run, at_end: bool = False) -> None:
 
 
 # ----------------------------------------------------------------------------- main
-def main(argv=None) -> int:
+def main(argv=None, stop: StopFlag | None = None) -> int:
+    """The run; `stop`: a flag installed by the caller ([xla] the launcher: device threads cannot install one)."""
     args = parse_args(argv)
     out = Path(args.output_dir)
-    with StopFlag() as stop:  # before anything is written: a signal during set-up stops cleanly too
+    # before anything is written: a signal during set-up stops cleanly too
+    with StopFlag() if stop is None else contextlib.nullcontext(stop) as stop:
         rt = setup(args.device, bf16=args.precision == "bf16", dist_timeout=args.dist_timeout)
         args.gradient_accumulation_steps = accumulation_steps(args, rt.world)  # before anything is written
         import transformers
@@ -717,12 +729,15 @@ def train(r: Run) -> int:
             poison=state.step == poison,
         )  # fmt: skip
         state.step, state.tokens_seen = state.step + 1, state.tokens_seen + r.tokens_per_step
-        state.elapsed_s = elapsed0 + time.time() - t0
-        # [ddp] every rank acts on the same numbers: the sum of the stop flags, and rank 0's clock
-        stopping, state.elapsed_s = all_reduce_sum([float(r.stop.signal is not None), state.elapsed_s * rt.master], rt)
-        ended = time_up(args, state.elapsed_s)
+        log_now = state.step % args.logging_steps == 0 or state.step == args.num_total_train_steps
+        stopping, ended = False, None
+        if rt.kind != "xla" or log_now:  # [xla] a host round trip: at log steps only (the clock with it)
+            # every rank acts on the same numbers: the sum of the stop flags, and rank 0's clock
+            now_s = elapsed0 + time.time() - t0
+            agreed = all_reduce_sum([float(r.stop.signal is not None), now_s * rt.master], rt)
+            stopping, state.elapsed_s, ended = agreed[0] > 0, agreed[1], time_up(args, agreed[1])
         last = ended or state.step == args.num_total_train_steps
-        log_now = state.step % args.logging_steps == 0 or last
+        log_now = log_now or last
         loss_val = None
         if rt.kind != "xla" or log_now:  # [xla] reading a value ends the lazy graph: only at log steps
             (loss_val,) = all_reduce_sum([loss.item()], rt)  # [ddp] each rank holds its share
@@ -754,10 +769,11 @@ def train(r: Run) -> int:
     return 0
 
 
-def _xla_entry(index, argv):  # [xla] one process per TPU core
-    code = main(argv)
+def _xla_entry(index, argv, stop):  # [xla] one thread per device (TPU core, XLA:CPU device)
+    xla_cpu.install()  # several XLA:CPU devices: collectives that meet (a no-op on a TPU)
+    code = main(argv, stop)
     if code:
-        sys.exit(code)
+        sys.exit(code)  # reaches the launching process (torch_xla.launch re-raises it there)
 
 
 def run(argv=None) -> int:
@@ -765,9 +781,13 @@ def run(argv=None) -> int:
     if "--device" in argv and argv[argv.index("--device") + 1] == "xla" or "--device=xla" in argv:  # [xla]
         import torch_xla
 
-        # On the CPU back-end only one device is usable (two hang in rendezvous, REFERENCE.md §4).
-        single = os.environ.get("PJRT_DEVICE", "").upper() == "CPU"
-        torch_xla.launch(_xla_entry, args=(argv,), debug_single_process=single)
+        n = xla_cpu.cpu_devices()
+        if n > 1:
+            xla_cpu.configure(n)
+        # The process torch_xla.launch forks inherits this flag (its device threads cannot install one);
+        # SIGTERM / SIGUSR1 sent to this launcher are passed on to it.
+        with StopFlag(forward=True) as stop:
+            torch_xla.launch(_xla_entry, args=(argv, stop), start_method="fork", debug_single_process=n == 1)
         return 0
     return distributed.reporting_lost_peers(main, argv, output_dir=lambda: parse_args(argv).output_dir)
 

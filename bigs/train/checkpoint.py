@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from bigs.errors import BigsError, atomic_dir
-from bigs.train.runtime import Runtime
+from bigs.train.runtime import Runtime, barrier, gather_objects
 
 CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 SIZE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size", "num_ssm")
@@ -143,12 +143,7 @@ def save_checkpoint(out: Path, state: TrainState, model, optimizer, *, rt: Runti
 
         torch_xla.sync()
     js, ts = rng_state(rt)
-    gathered = [(js, {k: v.cpu() for k, v in ts.items()})]
-    if rt.ddp:  # [ddp] every rank's RNG goes into the checkpoint
-        import torch.distributed as dist
-
-        gathered = [None] * rt.world
-        dist.all_gather_object(gathered, (js, {k: v.cpu() for k, v in ts.items()}))
+    gathered = gather_objects((js, {k: v.cpu() for k, v in ts.items()}), rt)  # every rank's RNG goes in
     if rt.master:
         try:
             _write_checkpoint(final, state, model, optimizer, gathered)
@@ -164,10 +159,7 @@ def save_checkpoint(out: Path, state: TrainState, model, optimizer, *, rt: Runti
         if keep:
             for old in complete_checkpoints(out)[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
-    if rt.ddp:  # [ddp]
-        import torch.distributed as dist
-
-        dist.barrier()
+    barrier(rt)
     return final
 
 

@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from bigs.errors import EXIT_PEER_LOST, BigsError
 from bigs.train.checkpoint import complete_checkpoints
-from bigs.train.runtime import Runtime
+from bigs.train.runtime import Runtime, barrier, broadcast_object, gather_objects
 
 # What a collective says when another rank died (connection closed) or hung past the timeout:
 # gloo's messages, and NCCL's under blocking wait (ProcessGroupNCCL: "Work ... timed out in blocking
@@ -46,16 +46,14 @@ def check_shared_output_dir(out: Path, rt: Runtime) -> None:
     (without a shared file system each node would resume from its own, different checkpoints)."""
     import uuid
 
-    nonce = [uuid.uuid4().hex if rt.master else None]
-    dist.broadcast_object_list(nonce)
-    probe = out / f".shared-fs-{nonce[0]}"
+    nonce = broadcast_object(uuid.uuid4().hex, rt)
+    probe = out / f".shared-fs-{nonce}"
     if rt.master:
-        probe.write_text(nonce[0])
-    dist.barrier()
-    seen = probe.is_file() and probe.read_text() == nonce[0]
-    views = [None] * rt.world
-    dist.all_gather_object(views, (rt.rank, socket.gethostname(), seen))
-    dist.barrier()  # everyone looked before rank 0 removes it
+        probe.write_text(nonce)
+    barrier(rt)
+    seen = probe.is_file() and probe.read_text() == nonce
+    views = gather_objects((rt.rank, socket.gethostname(), seen), rt)
+    barrier(rt)  # everyone looked before rank 0 removes it
     if rt.master:
         probe.unlink(missing_ok=True)
     blind = [f"rank {r} on {host}" for r, host, ok in views if not ok]
@@ -69,8 +67,7 @@ def check_shared_output_dir(out: Path, rt: Runtime) -> None:
 
 def check_same_resume(resume_from: Path | None, rt: Runtime) -> None:
     """Every rank must resume from the checkpoint rank 0 chose (a stale NFS listing would not)."""
-    chosen = [None] * rt.world
-    dist.all_gather_object(chosen, str(resume_from))
+    chosen = gather_objects(str(resume_from), rt)
     if len(set(chosen)) > 1:
         raise BigsError(
             f"{resume_from}: --resume: ranks disagree on the checkpoint to resume "

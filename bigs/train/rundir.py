@@ -79,11 +79,11 @@ def prepare_output_dir(
 
     make_writable_dir(out)
     lock = lock_output_dir(out, program) if rt.master else None
-    if rt.ddp:  # [ddp] several nodes: output_dir must be shared
+    if rt.world > 1:  # several processes or devices: output_dir must be one for all
         distributed.check_shared_output_dir(out, rt)
     ckpts = complete_checkpoints(out)
     resume_from, why = choose_resume(out, ckpts, resume=resume, incompatible=incompatible)
-    if rt.ddp:  # [ddp] every rank resumes what rank 0 chose
+    if rt.world > 1:  # every rank resumes what rank 0 chose
         distributed.check_same_resume(resume_from, rt)
     if resume_from is None and ckpts and not (overwrite or why):
         raise BigsError(

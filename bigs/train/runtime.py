@@ -135,12 +135,55 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# ----------------------------------------------------------------------------- host values across ranks
+# The one seam between the loop and the collectives: torch.distributed for several processes
+# ([ddp]), torch-xla's host rendezvous for several XLA devices ([xla]; each call is a host round
+# trip, so the loop agrees on XLA at log steps only); identity on one device.
+
+
 def all_reduce_sum(values: list[float], rt: Runtime) -> list[float]:
-    """Σ over ranks of a few host numbers ([ddp]); unchanged on one process and on XLA."""
-    if not rt.ddp:
+    """Σ over ranks of a few host numbers."""
+    if rt.world == 1:
         return values
+    if rt.kind == "xla":  # [xla]
+        import torch_xla.core.xla_model as xm
+
+        return xm.mesh_reduce("bigs.sum", list(values), lambda vs: [float(sum(x)) for x in zip(*vs)])
     import torch.distributed as dist
 
     t = torch.tensor(values, dtype=torch.float64, device=rt.device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def gather_objects(obj, rt: Runtime) -> list:
+    """Every rank's `obj` (picklable), in rank order, on every rank."""
+    if rt.world == 1:
+        return [obj]
+    if rt.kind == "xla":  # [xla]
+        import torch_xla.core.xla_model as xm
+
+        return list(xm.mesh_reduce("bigs.gather", obj, list))
+    import torch.distributed as dist
+
+    out = [None] * rt.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj, rt: Runtime):
+    """Rank 0's `obj` on every rank."""
+    return gather_objects(obj if rt.master else None, rt)[0]
+
+
+def barrier(rt: Runtime) -> None:
+    if rt.world == 1:
+        return
+    if rt.kind == "xla":  # [xla]
+        import torch_xla.core.xla_model as xm
+
+        xm.rendezvous("bigs.barrier")
+        return
+    import torch.distributed as dist
+
+    dist.barrier()

@@ -18,12 +18,18 @@ from bigs.errors import NonFiniteLoss
 from bigs.train.runtime import Runtime, all_reduce_sum
 
 
-def loss_weights(micro: list[dict], rt: Runtime) -> list[float]:
+def loss_weights(micro: list[dict], rt: Runtime) -> list:
     """Each micro-batch's share of the step's loss: its labelled tokens / all labelled tokens of the
-    global batch, whatever the split over ranks and accumulation steps (so DDP == one process at
-    the same global batch). Counted on the host labels: no device sync."""
-    if rt.kind == "xla":  # [xla] counts would end the lazy graph: per-replica mean, as the original (pmean)
-        return [1.0 / len(micro)] * len(micro)
+    global batch, whatever the split over ranks, devices and accumulation steps (so several devices
+    == one process at the same global batch). Counted on the host labels: no device sync."""
+    if rt.kind == "xla":  # [xla] the labels are on the device: counted there and summed over cores in the graph
+        import torch_xla.core.xla_model as xm
+
+        counts = [(b["labels"] != -100).sum().float() for b in micro]
+        total = torch.stack(counts).sum()
+        if rt.world > 1:
+            total = xm.all_reduce(xm.REDUCE_SUM, total)
+        return [c / total.clamp(min=1.0) for c in counts]
     counts = [int((b["labels"] != -100).sum()) for b in micro]
     (total,) = all_reduce_sum([float(sum(counts))], rt)
     return [c / max(total, 1.0) for c in counts]
@@ -35,9 +41,9 @@ def train_step(
     """One optimizer step over `micro` (host or device batches): Σ_i weights[i] · loss_i, backward,
     clip to max_grad_norm (0 = off), update, zero the gradients. Returns (loss, grad_norm) tensors.
 
-    [ddp] gradients are averaged over ranks once per step (no_sync on the other micro-batches); the
-    loss is scaled by the world size so the average is the global sum. [xla] gradients are reduced
-    over cores before clipping, so every core clips the same global gradient.
+    Several ranks or devices: gradients are averaged over them once per step ([ddp] no_sync on the
+    other micro-batches; [xla] before clipping, so every core clips the same global gradient) and the
+    loss is scaled by the world size, so the average is the global token-weighted sum.
     `poison` multiplies the loss by NaN (fault injection for tests).
     """
     loss_acc = torch.zeros((), device=rt.device)
@@ -48,7 +54,7 @@ def train_step(
                 loss = run(**rt.to_device(batch)).loss * weights[i]
             if poison:
                 loss = loss * float("nan")
-            (loss * (rt.world if rt.ddp else 1)).backward()
+            (loss * rt.world).backward()
         loss_acc += loss.detach()
     params = [p for g in optimizer.param_groups for p in g["params"]]
     if rt.kind == "xla":  # [xla] all-reduce of gradients across cores (xm.optimizer_step's first half)
