@@ -369,6 +369,7 @@ class Run:
     state: ckpt.TrainState
     test_shards: list
     gather: str  # "boolean" | "positions"
+    position: tuple  # the data position after the last batch trained on (for checkpoints)
     stop: StopFlag
     log: MetricsLog
     cache_dir: Path
@@ -461,6 +462,7 @@ def open_stream(args, rt: Runtime, shards: list, state: ckpt.TrainState, *, gath
         max_seq_length=args.max_seq_length,
         max_visits=args.max_train_shards,
         cache_dir=cache_dir,
+        with_position=True,  # the position after each batch travels with it: exact resume behind a device loader
     )
     if rt.kind == "xla":  # [xla] host->device copies in the background, fixed shapes
         import torch_xla.distributed.parallel_loader as pl
@@ -603,7 +605,7 @@ def eta_s(args, state: ckpt.TrainState, step_s: float) -> float:
 
 
 def save_checkpoint(r: Run) -> Path:
-    r.state.data_position = list(r.stream.position())
+    r.state.data_position = list(r.position)  # the last consumed batch's (the stream may be ahead: [xla])
     return ckpt.save_checkpoint(r.out, r.state, r.model, r.optimizer, rt=r.rt, keep=r.args.save_total_limit)
 
 
@@ -683,8 +685,10 @@ def main(argv=None, stop: StopFlag | None = None) -> int:
         stream, batches = open_stream(args, rt, train_shards, state, gather=gather, cache_dir=cache_dir)
         log = MetricsLog(out, tensorboard=args.tensorboard, master=rt.master)
         r = Run(
-            args, rt, out, model, forward, optimizer, stream, batches, state, test_shards, gather, stop, log, cache_dir
-        )
+            args=args, rt=rt, out=out, model=model, forward=forward, optimizer=optimizer, stream=stream,
+            batches=batches, state=state, test_shards=test_shards, gather=gather,
+            position=stream.position(), stop=stop, log=log, cache_dir=cache_dir,
+        )  # fmt: skip
         if rt.master:
             print_summary(r, len(train_shards))
         code = train(r)
@@ -718,6 +722,7 @@ def train(r: Run) -> int:
         set_lr(r.optimizer, lr)
         try:
             micro = [next(r.batches) for _ in range(args.gradient_accumulation_steps)]
+            r.position = [b.pop("position") for b in micro][-1]
         except StopIteration:  # --max_train_shards visits done (the original's other stop)
             if rt.master:
                 print(f"\n--max_train_shards: {args.max_train_shards} shard visits done at step {state.step}; stopping")
@@ -771,7 +776,11 @@ def train(r: Run) -> int:
 
 def _xla_entry(index, argv, stop):  # [xla] one thread per device (TPU core, XLA:CPU device)
     xla_cpu.install()  # several XLA:CPU devices: collectives that meet (a no-op on a TPU)
-    code = main(argv, stop)
+    try:
+        code = main(argv, stop)
+    except BaseException as exc:
+        xla_cpu.fail(exc)  # the other device threads stop waiting for this one, with its error
+        raise
     if code:
         sys.exit(code)  # reaches the launching process (torch_xla.launch re-raises it there)
 

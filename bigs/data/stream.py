@@ -29,6 +29,9 @@ class TrainStream:
     L): a bad one stops the run with exit 2 naming the file and field, before any step on it (an
     out-of-range id would otherwise be an IndexError on CPU and a device-side assert that kills the
     CUDA context).
+    with_position: each batch also carries "position", the stream's (epoch, shard, offset) after it
+    (a tuple, left on the host by a device loader): what a checkpoint must record when that loader
+    reads batches ahead ([xla]).
     """
 
     def __init__(
@@ -46,11 +49,12 @@ class TrainStream:
         vocab_size: int = DEFAULT_VOCAB_SIZE,
         max_visits: int | None = None,
         cache_dir=None,
+        with_position: bool = False,
     ):
         self.shards, self.per_device, self.rank, self.world, self.seed = shards, per_device, rank, world, seed
         self.accumulation, self.max_visits = accumulation, max_visits
         self.fixed_shape, self.max_seq_length, self.vocab_size = fixed_shape, max_seq_length, vocab_size
-        self.cache_dir = cache_dir
+        self.cache_dir, self.with_position = cache_dir, with_position
         self.epoch, self.shard_i, self.offset = position or (0, 0, 0)
         self.pool = ThreadPoolExecutor(max_workers=1)  # prefetches the next shard
         self._next = None
@@ -112,7 +116,10 @@ class TrainStream:
                 lo = self.offset * G + self.rank * self.per_device
                 self.offset += 1
                 batches_this_epoch += 1
-                yield batch_tensors(arrays, np.sort(perm[lo : lo + self.per_device]), self.fixed_shape)
+                batch = batch_tensors(arrays, np.sort(perm[lo : lo + self.per_device]), self.fixed_shape)
+                if self.with_position:  # a plain tuple: a device loader moves tensors only
+                    batch["position"] = self.position()
+                yield batch
             self.epoch, self.shard_i = self._advance(self.epoch, self.shard_i)
             self.offset = 0
             if self.shard_i == 0:  # an epoch ended

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def lock_output_dir(out: Path, program: str):
 def make_writable_dir(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"  # one per process: ranks share the dir
+        probe = out / f".write-test-{os.getpid()}-{threading.get_ident()}"  # one per rank: they share the dir
         probe.touch()
         probe.unlink()
     except OSError as exc:

@@ -34,7 +34,7 @@ import threading
 
 _lock = threading.Lock()
 _local = threading.local()  # this device thread's next channel id
-_state = {"installed": False, "barrier": None, "slots": {}}
+_state = {"installed": False, "barrier": None, "slots": {}, "failed": None}
 
 
 def cpu_devices() -> int:
@@ -48,6 +48,15 @@ def configure(n: int) -> None:
     """Before torch_xla.launch: pools that hold n device threads blocked in a collective."""
     os.environ["PJRT_CPU_ASYNC_CLIENT"] = "false"
     os.environ["XLA_THREAD_POOL_SIZE"] = str(max(2 * n, os.cpu_count() or 1))
+
+
+def fail(exc: BaseException) -> None:
+    """A device thread failed: the others stop waiting for it at the next rendezvous and raise the same
+    error (else they would wait there forever, and the launcher with them)."""
+    with _lock:
+        _state["failed"] = _state["failed"] or exc
+        if _state["barrier"] is not None:
+            _state["barrier"].abort()
 
 
 def install() -> None:
@@ -102,11 +111,16 @@ def install() -> None:
             with _lock:
                 if _state["barrier"] is None:
                     _state["barrier"] = threading.Barrier(world)
+                if _state["failed"] is not None:
+                    raise _state["failed"]
             torch_xla.sync()
             _state["slots"][xr.global_ordinal()] = payload
-            _state["barrier"].wait()
-            out = [_state["slots"][i] for i in range(world)]
-            _state["barrier"].wait()  # everyone read before the next rendezvous overwrites
+            try:
+                _state["barrier"].wait()
+                out = [_state["slots"][i] for i in range(world)]
+                _state["barrier"].wait()  # everyone read before the next rendezvous overwrites
+            except threading.BrokenBarrierError:
+                raise _state["failed"] or RuntimeError("another XLA:CPU device thread failed") from None
             return out
 
         torch_xla.sync, xm.all_reduce, xm.rendezvous = synced, all_reduce, rendezvous
