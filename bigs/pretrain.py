@@ -774,10 +774,13 @@ def train(r: Run) -> int:
     return 0
 
 
-def _xla_entry(index, argv, stop):  # [xla] one thread per device (TPU core, XLA:CPU device)
+_XLA_STOP: StopFlag | None = None  # [xla] the launcher's, inherited by the process it forks (not pickled)
+
+
+def _xla_entry(index, argv):  # [xla] one thread per device (TPU core, XLA:CPU device)
     xla_cpu.install()  # several XLA:CPU devices: collectives that meet (a no-op on a TPU)
     try:
-        code = main(argv, stop)
+        code = main(argv, _XLA_STOP)
     except BaseException as exc:
         xla_cpu.fail(exc)  # the other device threads stop waiting for this one, with its error
         raise
@@ -793,10 +796,12 @@ def run(argv=None) -> int:
         n = xla_cpu.cpu_devices()
         if n > 1:
             xla_cpu.configure(n)
-        # The process torch_xla.launch forks inherits this flag (its device threads cannot install one);
+        # The process torch_xla.launch forks inherits this flag and its handlers (its device threads
+        # cannot install one): a module global, not an argument, which would reach it pickled (a copy).
         # SIGTERM / SIGUSR1 sent to this launcher are passed on to it.
-        with StopFlag(forward=True) as stop:
-            torch_xla.launch(_xla_entry, args=(argv, stop), start_method="fork", debug_single_process=n == 1)
+        global _XLA_STOP
+        with StopFlag(forward=True) as _XLA_STOP:
+            torch_xla.launch(_xla_entry, args=(argv,), start_method="fork", debug_single_process=n == 1)
         return 0
     return distributed.reporting_lost_peers(main, argv, output_dir=lambda: parse_args(argv).output_dir)
 

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENVS = sorted((ROOT / "envs").glob("*.yaml"))
 
 # What each stage's modules import (bigs/data/* -> data, bigs/pretrain.py -> pretrain-*,
-# bigs/evaluate.py + bigs/plots.py -> evaluate).
+# bigs/evaluate.py + bigs/plots.py + bigs/export.py -> evaluate).
 NEEDS = {
     "data.yaml": {
         "numpy",
@@ -35,18 +35,28 @@ NEEDS = {
         "google-cloud-storage",
         "gdown",
     },
-    "pretrain-gpu.yaml": {"torch", "transformers", "safetensors", "h5py", "numpy", "tqdm", "google-cloud-storage"},
-    "pretrain-tpu.yaml": {
+    "pretrain-gpu.yaml": {
         "torch",
-        "torch-xla",
         "transformers",
+        "huggingface-hub",
         "safetensors",
         "h5py",
         "numpy",
         "tqdm",
         "google-cloud-storage",
     },
-    "evaluate.yaml": {"torch", "transformers", "safetensors", "h5py", "numpy", "tqdm", "matplotlib"},
+    "pretrain-tpu.yaml": {
+        "torch",
+        "torch-xla",
+        "transformers",
+        "huggingface-hub",
+        "safetensors",
+        "h5py",
+        "numpy",
+        "tqdm",
+        "google-cloud-storage",
+    },
+    "evaluate.yaml": {"torch", "transformers", "safetensors", "h5py", "numpy", "tqdm", "matplotlib", "huggingface-hub"},
     "finetune.yaml": {
         "torch",
         "transformers",

@@ -168,3 +168,17 @@ def test_the_paper_tpu_overlay_runs_through_snakemake_at_tiny_size(data, tmp_pat
     log = (wf / "logs" / "train_run" / "BiGS_100k.log").read_text()
     assert "device xla × 2" in log and "global batch 8 (4 × 2 devices × 1 accumulation)" in log, out[-2000:]
     assert json.loads((wf / "results" / "evaluate" / "BiGS_100k.json").read_text())["metrics"]["eval_tokens"] > 0
+
+
+def test_the_tpu_first_15_minutes_check_runs_on_two_xla_cpu_devices(tmp_path):
+    """benchmarks/tpu_check.sh --smoke: install, devices, real steps (tokens/s per core), preemption + resume."""
+    r = subprocess.run(
+        ["bash", str(Path(__file__).parents[1] / "benchmarks" / "tpu_check.sh"), "--smoke", str(tmp_path)],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads((tmp_path / "tpu_check.json").read_text())
+    assert res["devices"]["count"] == 2 and res["devices"]["device_type"] == "CPU"
+    assert res["steps"]["pass"] and res["steps"]["tokens_per_s_per_core"] > 0 and "× 2" in res["steps"]["summary"]
+    assert res["resume"]["pass"] and res["resume"]["stop_exit"] == 3 and res["resume"]["finished"]
+    assert "**PASS**" in (tmp_path / "tpu_check.md").read_text()
