@@ -238,12 +238,7 @@ def raw_input(wildcards):
 
 
 def raw_checksum(wildcards):
-    s = next(
-        s
-        for s in raw_sources().values()
-        if s.get("url")
-        and raw_download(s).endswith(f"/{wildcards.source}/{wildcards.file}")
-    )
+    s = raw_sources()[wildcards.source]
     return f"--md5 {q(s['md5'])}" if s.get("md5") else f"--md5_url {q(s['md5_url'])}"
 
 
