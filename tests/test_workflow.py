@@ -38,7 +38,7 @@ PRESETS = sorted(p.stem for p in (ROOT / "presets").glob("*.yaml"))
 # Each preset alone on the embedded default, and the compositions the README names.
 COMBOS = [
     [], *([p] for p in PRESETS), ["paper-100k", "gpu"], ["paper-100k", "tpu"], ["compare", "glue"],
-    ["paper-100k", "budget", "gpu"], ["paper-100k", "paper-corpus", "gpu"],
+    ["paper-100k", "budget", "gpu"],
     ["paper-100k", "paper-corpus", "long-context", "gpu"],
 ]  # fmt: skip
 

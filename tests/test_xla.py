@@ -2,10 +2,10 @@
 
 Needs torch-xla (a separate venv: torch 2.9.0 + torch-xla 2.9.0, see .ci/xla.sh); skipped
 elsewhere. One device: a step compiles to a fixed set of graphs and the losses match CPU eager.
-Several devices (CPU_NUM_DEVICES=N, one thread per device as on a TPU host; bigs/train/xla_cpu.py):
+Several devices (CPU_NUM_DEVICES=2 and 4, one thread per device as on a TPU host; bigs/train/xla_cpu.py):
 they train to the weights of one CPU process at the same global batch, every core stops after the
 same step on SIGTERM and the rerun resumes to the uninterrupted weights, shards stream from gs://
-(the GCS emulator) with each core reading its share, and the paper's TPU overlay runs through
+(the GCS emulator, 4 cores) with each core reading its share, and the paper's TPU overlay runs through
 Snakemake at tiny size.
 """
 
@@ -85,11 +85,16 @@ def test_xla_cpu_matches_eager_and_compiles_once(data, eager, tmp_path):
     assert max_dw(out_dir(args) / "final", eager / "final") < 1e-3
 
 
-@pytest.mark.parametrize("n", [2, 4])
-def test_n_devices_train_to_the_weights_of_one_process(data, eager, tmp_path, n):
-    """CPU_NUM_DEVICES=n and nothing else: n devices, each its slice of every global batch of 8."""
-    args = tiny_args(data, tmp_path / f"xla{n}", device="xla", per_device_train_batch_size=8 // n, **COMMON)
-    r = run(args, xla_env(n))
+@pytest.fixture(scope="module")
+def two_cores(data, tmp_path_factory):
+    """CPU_NUM_DEVICES=2 and nothing else: 2 devices, each its half of every global batch of 8."""
+    args = tiny_args(
+        data, tmp_path_factory.mktemp("xla2") / "run", device="xla", per_device_train_batch_size=4, **COMMON
+    )
+    return args, run(args, xla_env(2))
+
+
+def assert_equals_one_process(args, r, eager, n):
     assert f"device xla × {n}; precision fp32; global batch 8 ({8 // n} × {n} devices" in r.stdout
     assert max_dw(out_dir(args) / "final", eager / "final") < 1e-3  # XLA vs eager numerics
     xla, ref = metrics(out_dir(args)), metrics(eager)
@@ -99,27 +104,30 @@ def test_n_devices_train_to_the_weights_of_one_process(data, eager, tmp_path, n)
     assert compiles[11] == compiles[-1], compiles  # no recompiles once warm (the collectives' ids included)
 
 
-def test_sigterm_stops_every_core_after_the_same_step_and_the_rerun_resumes(data, tmp_path):
+def test_two_devices_train_to_the_weights_of_one_process(two_cores, eager):
+    assert_equals_one_process(*two_cores, eager, 2)
+
+
+def test_sigterm_stops_every_core_after_the_same_step_and_the_rerun_resumes(data, two_cores, tmp_path):
     """Two devices, preempted mid-run: one checkpoint, exit 3; the same command again ends at the
     weights of the uninterrupted run (the batches the device loader had read ahead are not skipped)."""
-    over = dict(steps=30, hidden_dropout_prob=0.0, save_steps=1000, eval_steps=1000, per_device_train_batch_size=4)
-    full = tiny_args(data, tmp_path / "full", device="xla", **over)
-    run(full, xla_env(2))
-    cut = tiny_args(data, tmp_path / "cut", device="xla", **over)
+    full, _ = two_cores
+    cut = tiny_args(data, tmp_path / "cut", device="xla", per_device_train_batch_size=4, **COMMON)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bigs.pretrain", *cut], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, **xla_env(2)},
     )  # fmt: skip
     deadline = time.time() + 600
     while time.time() < deadline and not (
-        (out_dir(cut) / "metrics.jsonl").exists() and len(metrics(out_dir(cut))) >= 8
+        (out_dir(cut) / "metrics.jsonl").exists() and len(metrics(out_dir(cut))) >= 4
     ):
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)  # to the launcher: it passes the signal on to its device process
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 3, stdout[-2000:] + stderr[-2000:]
-    (ckpt,) = out_dir(cut).glob("checkpoint-*")
+    (ckpt,) = out_dir(cut).glob("checkpoint-*")  # before the first save step (10): the stop's own
     stopped = int(ckpt.name.split("-")[1])
+    assert stopped < COMMON["save_steps"], stopped
     assert f"stopped by SIGTERM at step {stopped}" in stdout and metrics(out_dir(cut))[-1]["step"] == stopped
     assert len(json.loads((ckpt / "trainer_state.json").read_text())["rng"]) == 2  # both cores' RNG
     r = run(cut, xla_env(2))
@@ -127,15 +135,16 @@ def test_sigterm_stops_every_core_after_the_same_step_and_the_rerun_resumes(data
     assert max_dw(out_dir(cut) / "final", out_dir(full) / "final") < 1e-5
 
 
-def test_gs_streaming_with_two_cores_reads_each_cores_share(data, eager, tmp_path, gcs_bucket):
+def test_gs_streaming_with_four_cores_reads_each_cores_share(data, eager, tmp_path, gcs_bucket):
+    """Four devices (2 per global batch of 8), shards streamed from the GCS emulator: the weights of
+    one CPU process reading the local copies, so each core read its own quarter."""
     from bigs.data import storage
 
     gcs_bucket("corpus")
     for f in sorted(data.iterdir()):
         storage.upload(f, f"gs://corpus/hdf5/{f.name}")
-    args = tiny_args("gs://corpus/hdf5", tmp_path / "gcs", device="xla", per_device_train_batch_size=4, **COMMON)
-    run(args, xla_env(2))
-    assert max_dw(out_dir(args) / "final", eager / "final") < 1e-3  # each core read its own share
+    args = tiny_args("gs://corpus/hdf5", tmp_path / "gcs", device="xla", per_device_train_batch_size=2, **COMMON)
+    assert_equals_one_process(args, run(args, xla_env(4)), eager, 4)
     assert not list((out_dir(args) / ".shard-cache").glob("rank*/*.hdf5"))  # staged shards deleted
 
 
