@@ -273,6 +273,17 @@ def test_checkpoint_of_another_size_is_refused(shards, tmp_path):
     assert r.returncode == 2 and "checkpoint-10" in r.stderr and "hidden_size" in r.stderr
 
 
+TORCHRUN_2 = (
+    sys.executable,
+    "-m",
+    "torch.distributed.run",
+    "--standalone",
+    "--nproc_per_node=2",
+    "-m",
+    "bigs.pretrain",
+)
+
+
 def test_ddp_two_gloo_processes_equal_one_process(shards, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     common = dict(steps=12, hidden_dropout_prob=0.0, eval_steps=12)
@@ -280,15 +291,7 @@ def test_ddp_two_gloo_processes_equal_one_process(shards, tmp_path):
     r = run_cli(
         tiny_args(shards, two, per_device_train_batch_size=2, global_batch_size=8, **common),
         env={"OMP_NUM_THREADS": "1"},
-        launcher=(
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "bigs.pretrain",
-        ),
+        launcher=TORCHRUN_2,
     )
     assert "global batch 8 (2 × 2 devices × 2 accumulation)" in r.stdout
     l1, l2 = [m["loss"] for m in metrics(one)], [m["loss"] for m in metrics(two)]
@@ -315,15 +318,7 @@ def test_a_rank_with_no_evaluation_batch_does_not_hang_the_others(shards, tmp_pa
     run_cli(
         tiny_args(data, two, per_device_train_batch_size=4, **common) + ["--dist_timeout=60"],
         env={"OMP_NUM_THREADS": "1"},
-        launcher=(
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "bigs.pretrain",
-        ),
+        launcher=TORCHRUN_2,
     )
     e1, e2 = metrics(one, "eval")[-1], metrics(two, "eval")[-1]
     assert e1["eval_batches"] == e2["eval_batches"] == 1 and e1["eval_tokens"] == e2["eval_tokens"]
