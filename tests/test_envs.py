@@ -24,6 +24,7 @@ ENVS = sorted((ROOT / "envs").glob("*.yaml"))
 
 # What each stage's modules import (bigs/data/* -> data, bigs/pretrain.py -> pretrain-*,
 # bigs/evaluate.py + bigs/plots.py + bigs/export.py -> evaluate).
+PRETRAIN = {"torch", "transformers", "huggingface-hub", "safetensors", "h5py", "numpy", "tqdm", "google-cloud-storage"}
 NEEDS = {
     "data.yaml": {
         "numpy",
@@ -35,27 +36,8 @@ NEEDS = {
         "google-cloud-storage",
         "gdown",
     },
-    "pretrain-gpu.yaml": {
-        "torch",
-        "transformers",
-        "huggingface-hub",
-        "safetensors",
-        "h5py",
-        "numpy",
-        "tqdm",
-        "google-cloud-storage",
-    },
-    "pretrain-tpu.yaml": {
-        "torch",
-        "torch-xla",
-        "transformers",
-        "huggingface-hub",
-        "safetensors",
-        "h5py",
-        "numpy",
-        "tqdm",
-        "google-cloud-storage",
-    },
+    "pretrain-gpu.yaml": PRETRAIN,
+    "pretrain-tpu.yaml": PRETRAIN | {"torch-xla"},
     "evaluate.yaml": {"torch", "transformers", "safetensors", "h5py", "numpy", "tqdm", "matplotlib", "huggingface-hub"},
     "finetune.yaml": {
         "torch",
