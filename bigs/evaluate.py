@@ -228,11 +228,14 @@ def checkpoint_step(model_dir: Path) -> int | None:
     return None
 
 
-def shard_batches(shards, batch_size, vocab_size=30522, *, rank=0, world=1, fixed_shape=False, cache_dir=None):
+def shard_batches(
+    shards, batch_size, vocab_size=30522, *, max_positions=None, rank=0, world=1, fixed_shape=False, cache_dir=None
+):
     """Sequential test batches (bigs.data.format.batch_tensors): the CLI and the trainer's eval share them.
 
     Each of `world` ranks takes every world-th batch. gs:// shards are downloaded one at a time
     and deleted after use, or kept in `cache_dir` when given (the trainer evaluates many times).
+    A shard longer than `max_positions` (the model's position table) is refused, naming it.
     fixed_shape ([xla]): drop_last, and labels (B, P) at `masked_positions` (B, P), so every batch
     has one shape and no boolean indexing is needed.
     """
@@ -240,7 +243,7 @@ def shard_batches(shards, batch_size, vocab_size=30522, *, rank=0, world=1, fixe
 
     import numpy as np
 
-    from bigs.data.format import batch_tensors, validate_shard
+    from bigs.data.format import batch_tensors, check_fits, validate_shard
     from bigs.data.storage import fetch_to_cache, local_copy
 
     with contextlib.ExitStack() as stack:
@@ -254,7 +257,8 @@ def shard_batches(shards, batch_size, vocab_size=30522, *, rank=0, world=1, fixe
             else:
                 with local_copy(uri, tmp) as path:
                     arrays = validate_shard(path, vocab_size=vocab_size)  # ids >= the model's vocab: BigsError
-            n = len(arrays["input_ids"])
+            n, seq_len = arrays["input_ids"].shape
+            check_fits(uri, seq_len, max_positions)
             end = n - n % batch_size if fixed_shape else n
             for lo in range(0, end, batch_size):
                 if i % world == rank:
@@ -347,7 +351,9 @@ def main(argv=None) -> int:
     if args.max_batches is not None:
         total = min(total, args.max_batches) if total is not None else args.max_batches
     bar = tqdm(
-        shard_batches(shards, args.batch_size, model.config.vocab_size),
+        shard_batches(
+            shards, args.batch_size, model.config.vocab_size, max_positions=model.config.max_position_embeddings
+        ),
         desc=f"evaluate {model_dir.name}",
         unit="batch",
         total=total,

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from bigs.data.format import list_shards, sequence_length
+from bigs.data.format import check_fits, list_shards, sequence_length
 from bigs.data.stream import TrainStream
 from bigs.errors import EXIT_PEER_LOST, EXIT_PREEMPTED, BigsError, atomic_dir, cli_main
 from bigs.tokenizer import save_tokenizer
@@ -436,6 +436,12 @@ def build_training(args, rt: Runtime, resume_from, source=None):
         xm.set_rng_state(args.seed + 1000 * (rt.rank + 1), rt.device)
     if resume_from is not None:
         state = ckpt.load_checkpoint(resume_from, model, optimizer, rt=rt)
+        if state.data_position:  # saved by another split over devices: the same point of the data
+            saved = state.args["per_device_train_batch_size"] * state.world_size
+            where = f"{resume_from}/trainer_state.json"
+            state.data_position = TrainStream.regroup(
+                state.data_position, saved, args.per_device_train_batch_size * rt.world, where
+            )
         state.args, state.world_size = vars(args), rt.world
         if rt.master:
             truncate_metrics(Path(args.output_dir) / "metrics.jsonl", state.step)
@@ -527,6 +533,7 @@ def evaluate_test(r: Run) -> dict:
         r.test_shards,
         args.per_device_eval_batch_size,
         r.model.config.vocab_size,
+        max_positions=args.max_seq_length,
         rank=rt.rank,
         world=rt.world,
         fixed_shape=r.gather == "positions",
@@ -676,6 +683,8 @@ def main(argv=None, stop: StopFlag | None = None) -> int:
         if args.max_seq_length is None:  # the data's own length (the workflow passes none for a downloaded corpus)
             args.max_seq_length = sequence_length(train_shards[0])
         source = warm_start_source(args)
+        if test_shards:  # refused now, not at the first evaluation hours in
+            check_fits(test_shards[0], sequence_length(test_shards[0]), args.max_seq_length)
         resume_from, lock = prepare_output_dir(out, rt, resume=args.resume, overwrite=args.overwrite_output_dir)
 
         # --- model, optimizer, resume; this rank's data
@@ -746,7 +755,7 @@ def train(r: Run) -> int:
         loss_val = None
         if rt.kind != "xla" or log_now:  # [xla] reading a value ends the lazy graph: only at log steps
             (loss_val,) = all_reduce_sum([loss.item()], rt)  # [ddp] each rank holds its share
-            check_finite(loss_val, state.step, (ckpt.complete_checkpoints(r.out) or [None])[-1])
+            check_finite(loss_val, state.step, r.out)
         window.add(loss_val)
         if bar is not None:
             bar.update(1)
@@ -790,7 +799,7 @@ def _xla_entry(index, argv):  # [xla] one thread per device (TPU core, XLA:CPU d
 
 def run(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if "--device" in argv and argv[argv.index("--device") + 1] == "xla" or "--device=xla" in argv:  # [xla]
+    if build_parser().parse_known_args(argv)[0].device == "xla":  # [xla]
         import torch_xla
 
         n = xla_cpu.cpu_devices()

@@ -389,6 +389,30 @@ def test_max_train_shards_counts_shard_visits_as_the_original(shards, tmp_path):
     assert json.loads((out / "final" / "trainer_state.json").read_text())["step"] == expected
 
 
+def test_a_saved_data_position_is_the_same_point_for_another_split_of_the_global_batch(shards):
+    """Saved by 2 devices × 4 (offset counts micro-batches of 8), resumed on 1 device × 4 with 2
+    accumulation steps: the regrouped position yields exactly the samples the old run would have seen
+    next; a point inside a micro-batch of the new split is refused naming the file and field."""
+    from bigs.data.stream import TrainStream
+
+    paths = sorted(str(p) for p in shards.glob("train_*"))
+    streams = [TrainStream(paths, per_device=4, rank=r, world=2, seed=7) for r in range(2)]
+    old = [iter(s) for s in streams]
+    for _ in range(3):
+        [next(s) for s in old]
+    position = streams[0].position()
+    assert position[2] == 3
+    expected = torch.cat([next(s)["input_ids"] for s in old])  # the next global micro-batch of 8
+
+    new_position = TrainStream.regroup(position, 8, 4, "run/trainer_state.json")
+    assert new_position == (position[0], position[1], 6)
+    new = iter(TrainStream(paths, per_device=4, seed=7, accumulation=2, position=new_position))
+    assert torch.equal(torch.cat([next(new)["input_ids"] for _ in range(2)]), expected)
+
+    with pytest.raises(BigsError, match=r"run/trainer_state.json: data_position: 24 samples .* of 16"):
+        TrainStream.regroup(position, 8, 16, "run/trainer_state.json")
+
+
 def test_adafactor_trains_without_weight_decay(shards, tmp_path):
     out = tmp_path / "run"
     run_cli(
@@ -548,10 +572,33 @@ def test_checkpoints_are_never_unpickled():
             assert "weights_only=True" in call, f"{f}: {call}"
 
 
-def test_shards_longer_than_the_model_are_refused(shards, tmp_path):
-    r = run_cli(tiny_args(shards, tmp_path / "run", max_seq_length=16), check=False)
+def test_shards_longer_than_the_model_are_refused(tmp_path):
+    from conftest import make_shard
+
+    data = tmp_path / "data"
+    data.mkdir()
+    make_shard(data / "train_shard_0.hdf5", 16, seed=0)  # L 32
+    make_shard(data / "test_shard_0.hdf5", 8, L=16, seed=1)
+    r = run_cli(tiny_args(data, tmp_path / "run", max_seq_length=16), check=False)
     assert r.returncode == 2 and "train_shard_" in r.stderr and "input_ids: sequences of length 32" in r.stderr
     assert "--max_seq_length is 16" in r.stderr
+
+
+def test_test_shards_longer_than_the_model_are_refused_at_start_up(tmp_path):
+    """Train shards at L 16 and test shards at L 32: exit 2 naming the test shard before any step
+    (not at the first evaluation); bigs.evaluate refuses them the same way."""
+    from conftest import make_shard
+
+    data = tmp_path / "data"
+    data.mkdir()
+    make_shard(data / "train_shard_0.hdf5", 16, L=16, seed=0)
+    make_shard(data / "test_shard_0.hdf5", 8, seed=1)
+    r = run_cli(tiny_args(data, tmp_path / "run", max_seq_length=16), check=False)
+    assert (
+        r.returncode == 2
+        and "test_shard_0.hdf5: input_ids: sequences of length 32, longer than the model's 16" in r.stderr
+    )
+    assert not list((tmp_path / "run").glob("checkpoint-*"))
 
 
 def test_bert_masked_head_equals_full_head():

@@ -172,6 +172,15 @@ def validate_shard(
     return arrays
 
 
+def check_fits(path, seq_len: int, max_positions: int | None) -> None:
+    """A shard the model can read: sequences no longer than its position table (test shards; training
+    shards must match --max_seq_length exactly, bigs.data.stream)."""
+    if max_positions is not None and seq_len > max_positions:
+        raise fail(
+            path, "input_ids", f"sequences of length {seq_len}, longer than the model's {max_positions} positions"
+        )
+
+
 def check_ranges(path, arrays: dict, vocab_size: int = DEFAULT_VOCAB_SIZE) -> None:
     """Every value an index: ids < vocab_size, positions < L, mask and segment ids 0/1. The check the
     trainer runs on each shard as it loads it (an out-of-range id is a device-side assert on CUDA)."""

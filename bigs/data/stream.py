@@ -81,6 +81,21 @@ class TrainStream:
         check_ranges(path, arrays, self.vocab_size)
         return path, arrays
 
+    @staticmethod
+    def regroup(position, old_group: int, new_group: int, where: str):
+        """A saved (epoch, shard, offset) for a stream of another global micro-batch (per-device batch
+        × devices: the unit `offset` counts): the same point of the data, counted in `new_group`s. A
+        point that is not a whole number of them (the global batch changed) is refused, naming `where`."""
+        epoch, shard_i, offset = position
+        samples = offset * old_group
+        if samples % new_group:
+            raise BigsError(
+                f"{where}: data_position: {samples} samples into the shard, not a whole number of global "
+                f"micro-batches of {new_group} (per-device batch × devices); resume with the global batch it was "
+                "saved with"
+            )
+        return epoch, shard_i, samples // new_group
+
     def visits(self) -> int:
         """Shards started before the current one (the original's shard counter)."""
         return self.epoch * len(self.shards) + self.shard_i
