@@ -484,7 +484,7 @@ def train(job: Job, resume_from: Path | None, stop: StopFlag) -> tuple[int, dict
         )
         state.step += 1
         loss_val = loss.item()
-        check_finite(loss_val, state.step, (ckpt.complete_checkpoints(out) or [None])[-1])
+        check_finite(loss_val, state.step, out)
         state.loss_sum += loss_val
         window.add(loss_val)
         bar.update(1)

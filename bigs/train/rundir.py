@@ -58,7 +58,7 @@ def make_writable_dir(out: Path) -> None:
         raise BigsError(f"{out}: --output_dir: not writable ({exc.strerror or exc})") from exc
 
 
-def choose_resume(out: Path, ckpts: list[Path], *, resume: str, incompatible=None) -> tuple[Path | None, str | None]:
+def choose_resume(ckpts: list[Path], *, resume: str, incompatible=None) -> tuple[Path | None, str | None]:
     """(checkpoint to resume or None, why the newest one is not resumed or None)."""
     if resume == "never" or (resume == "auto" and not ckpts):
         return None, None
@@ -83,7 +83,7 @@ def prepare_output_dir(
     if rt.world > 1:  # several processes or devices: output_dir must be one for all
         distributed.check_shared_output_dir(out, rt)
     ckpts = complete_checkpoints(out)
-    resume_from, why = choose_resume(out, ckpts, resume=resume, incompatible=incompatible)
+    resume_from, why = choose_resume(ckpts, resume=resume, incompatible=incompatible)
     if rt.world > 1:  # every rank resumes what rank 0 chose
         distributed.check_same_resume(resume_from, rt)
     if resume_from is None and ckpts and not (overwrite or why):
@@ -102,8 +102,8 @@ def prepare_output_dir(
         )
     if resume_from is None:  # nothing resumable: clear a previous attempt's leftovers
         (out / "metrics.jsonl").unlink(missing_ok=True)
-    for tmp in out.glob(".tmp-checkpoint-*"):  # checkpoint writes cut short by a kill: never loaded
-        shutil.rmtree(tmp, ignore_errors=True)
+    for tmp in out.glob(".tmp-*"):  # writes cut short by a kill (errors.atomic_*: checkpoints, final/, markers)
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
     if resume_from is not None and overwrite:
         print(
             f"resuming from {resume_from} (--overwrite_output_dir never deletes a resumable run; "
@@ -125,9 +125,17 @@ def move_aside(out: Path, ckpts: list[Path]) -> Path:
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop log lines past the checkpoint (they will be written again)."""
+    """On resume, drop log lines past the checkpoint (they will be written again), and a last line
+    cut short by a kill or a full disk."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+
+    def before(ln: str) -> bool:
+        try:
+            return json.loads(ln)["step"] <= step
+        except (ValueError, KeyError, TypeError):
+            return False
+
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and before(ln)]
     with atomic_path(path) as tmp:
         tmp.write_text("".join(ln + "\n" for ln in keep))

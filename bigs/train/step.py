@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+from pathlib import Path
 
 import torch
 
 from bigs.errors import NonFiniteLoss
+from bigs.train.checkpoint import complete_checkpoints
 from bigs.train.runtime import Runtime, all_reduce_sum
 
 
@@ -67,9 +69,11 @@ def train_step(
     return loss_acc, grad_norm
 
 
-def check_finite(loss: float, step: int, last_good) -> None:
-    """Stop before a NaN or inf reaches a checkpoint (exit 4), naming the step and the last good checkpoint."""
+def check_finite(loss: float, step: int, out: Path) -> None:
+    """Stop before a NaN or inf reaches a checkpoint (exit 4), naming the step and the last good
+    checkpoint in `out` (listed only then: this runs every step)."""
     if not math.isfinite(loss):
+        last_good = (complete_checkpoints(out) or [None])[-1]
         raise NonFiniteLoss(
             f"non-finite loss ({loss}) at step {step}; last good checkpoint: {last_good or 'none'} — "
             "lower the learning rate (or set --max_grad_norm) and rerun: it resumes from there"
