@@ -266,7 +266,8 @@ for uri in sys.stdin.read().split():
 
 # ---------------------------------------------------------------- raw sources (a Wikipedia dump by URL)
 def test_a_raw_file_is_checked_against_the_dumps_md5sums(http_dir, tmp_path, fast_retries):
-    """fetch_raw: the dump's md5 from its md5sums file; a mismatch leaves nothing; a verified copy is kept."""
+    """fetch_raw: the dump's md5 from its md5sums file, which lists the dated names the latest/ links
+    point to (as dumps.wikimedia.org's); a mismatch leaves nothing; a verified copy is kept."""
     import hashlib
 
     from bigs.data.fetch import fetch_raw
@@ -275,10 +276,12 @@ def test_a_raw_file_is_checked_against_the_dumps_md5sums(http_dir, tmp_path, fas
     dump = b"<mediawiki>" + bytes(range(256)) * 400 + b"</mediawiki>"
     (root / "enwiki-latest-pages-articles.xml.bz2").write_bytes(dump)
     md5 = hashlib.md5(dump).hexdigest()
-    (root / "md5sums.txt").write_text(f"{md5}  enwiki-latest-pages-articles.xml.bz2\n{'0' * 32}  other.xml.bz2\n")
+    (root / "md5sums.txt").write_text(
+        f"{'0' * 32}  enwiki-20241201-pages-articles-multistream.xml.bz2\n{md5}  enwiki-20241201-pages-articles.xml.bz2\n"
+    )
     out = tmp_path / "raw" / "enwiki.xml.bz2"
     got = fetch_raw(url + "enwiki-latest-pages-articles.xml.bz2", out, md5_url=url + "md5sums.txt")
-    assert got.read_bytes() == dump
+    assert got.read_bytes() == dump and [p.name for p in out.parent.iterdir()] == [out.name]
     mtime = out.stat().st_mtime_ns
     fetch_raw(url + "enwiki-latest-pages-articles.xml.bz2", out, md5=md5)  # present and verified: not fetched again
     assert out.stat().st_mtime_ns == mtime

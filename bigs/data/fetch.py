@@ -144,15 +144,8 @@ MANIFEST_COLUMNS = ("name", "source", "size", "md5")
 
 def read_manifest(path: str) -> list[storage.RemoteFile]:
     """The file list of a manifest (local path or http(s) URL); see the module docstring."""
-    if path.startswith("gs://"):
-        with tempfile.TemporaryDirectory() as d:
-            text = storage.download(path, Path(d) / "manifest.tsv").read_text()
-    elif storage.is_remote(path):
-        text = storage._http_get(path).decode()
-    else:
-        text = Path(path).read_text()
     files = []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(storage.read_text(path).splitlines(), 1):
         if not line.strip() or line.startswith("#") or line.split("\t")[0] == "name":
             continue
         cols = line.split("\t")
@@ -387,20 +380,32 @@ def fetch_in_threads(todo: list, ledger: Ledger, n_threads: int, *, n_files: int
         )
 
 
+def checksum_for(name: str, sums: str, where: str) -> str:
+    """`name`'s md5 in a checksum list. A `-latest-` name (dumps.wikimedia.org/enwiki/latest/) is
+    found under the dump's date too: the latest md5sums list the dated files the links point to."""
+    table = {}
+    for line in sums.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            table[parts[1].lstrip("*")] = parts[0].lower()
+    if name in table:
+        return table[name]
+    if "-latest-" in name:
+        head, tail = name.split("-latest-", 1)
+        dated = re.compile(re.escape(head) + r"-\d{8}-" + re.escape(tail))
+        found = [k for k in table if dated.fullmatch(k)]
+        if len(found) == 1:
+            return table[found[0]]
+    raise fail(where, "--md5_url", f"no checksum for {name} in it ({len(table)} entries)")
+
+
 def fetch_raw(url: str, dest, *, md5: str | None = None, md5_url: str | None = None) -> Path:
     """One raw text file (a Wikipedia XML dump) to `dest`, verified against its md5: given, or looked up
     for the file's name in a checksum list (`<hex>  <name>` lines, e.g. enwiki-latest-md5sums.txt).
     Nothing is left at `dest` on a mismatch; a file already there with that md5 is kept."""
     dest, name = Path(dest), url.rsplit("/", 1)[-1]
     if md5_url:
-        sums = {}
-        for line in Path(storage.download(md5_url, dest.with_name(f".{name}.md5sums"))).read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 2:
-                sums[parts[1].lstrip("*")] = parts[0].lower()
-        if name not in sums:
-            raise fail(md5_url, "--md5_url", f"no checksum for {name} in it ({len(sums)} entries)")
-        md5 = sums[name]
+        md5 = checksum_for(name, storage.read_text(md5_url), md5_url)
     if not md5:
         raise fail(url, "--md5", "a raw download needs its checksum: --md5 HEX or --md5_url (the dump's md5sums file)")
     if dest.is_file() and storage.md5_file(dest) == md5:

@@ -21,6 +21,7 @@ import html.parser
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -221,6 +222,17 @@ def list_files(uri) -> list[RemoteFile]:
     if not d.is_dir():
         raise fail(d, "path", "no such directory")
     return [RemoteFile(str(p), p.name, p.stat().st_size) for p in sorted(d.iterdir()) if p.is_file()]
+
+
+def read_text(uri) -> str:
+    """A small text file's contents (a manifest, a checksum list): local path, gs:// or http(s)."""
+    uri = str(uri)
+    if uri.startswith("gs://"):
+        with tempfile.TemporaryDirectory() as d:
+            return download(uri, Path(d) / "file").read_text()
+    if is_remote(uri):
+        return _http_get(uri).decode()
+    return Path(uri).read_text()
 
 
 def download(uri: str, dest, *, md5: str | None = None, size: int | None = None) -> Path:
