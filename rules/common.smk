@@ -96,6 +96,18 @@ def validate_config(config):
             raise WorkflowError(
                 "Invalid config: corpus.prebuilt.stream: true needs a gs:// corpus.prebuilt.url"
             )
+    for src in config["corpus"]["raw"]["sources"]:
+        if "url" in src and not (src.get("md5") or src.get("md5_url")):
+            raise WorkflowError(
+                f"Invalid config: corpus.raw.sources[{src['name']}]: a url needs md5 or md5_url "
+                "(the dump's md5sums file): a download is always verified"
+            )
+    sets = [config["samples"]["name"]] + [s["name"] for s in config["samples"]["sets"]]
+    dupes = sorted({n for n in sets if sets.count(n) > 1})
+    if dupes:
+        raise WorkflowError(
+            f"Invalid config: samples.sets: duplicate sample set name(s) {dupes} (samples.name is one too)"
+        )
     for run in config["runs"]:
         s = run_settings(run["name"])
         if s["warmup_steps"] > s["num_total_train_steps"]:
@@ -103,6 +115,12 @@ def validate_config(config):
                 f"Invalid config: runs[{run['name']}]: warmup_steps ({s['warmup_steps']}) must be "
                 f"<= num_total_train_steps ({s['num_total_train_steps']})"
             )
+        for key in ("early_exit_time_marker", "finetune_time_markers"):
+            if s[key] and s["total_training_time"] is None:
+                raise WorkflowError(
+                    f"Invalid config: runs[{run['name']}]: {key} needs total_training_time "
+                    "(the budget it is measured against)"
+                )
     for name, s in sample_sets().items():
         if s["max_predictions_per_seq"] >= s["max_seq_length"]:
             raise WorkflowError(

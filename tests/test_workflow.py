@@ -236,6 +236,19 @@ BAD = [
     ({"runs": []}, "runs"),
     ({"runs": [{"name": "a"}, {"name": "a"}]}, "duplicate run name"),
     ({"corpus": {"prebuilt": {"stream": True}, "source": "prebuilt"}}, "corpus.prebuilt.stream"),
+    (
+        {"corpus": {"raw": {"sources": [{"name": "w", "type": "wiki", "url": "https://h/x.xml.bz2"}]}}},
+        "corpus.raw.sources[w]: a url needs md5 or md5_url",
+    ),
+    (
+        {"samples": {"sets": [{"name": "s512", "max_seq_length": 512}, {"name": "s512"}]}},
+        "duplicate sample set name(s) ['s512']",
+    ),
+    ({"samples": {"sets": [{"name": "L128"}]}}, "duplicate sample set name(s) ['L128']"),
+    (
+        {"runs": [{"name": "b", "finetune_time_markers": [0.5]}]},
+        "runs[b]: finetune_time_markers needs total_training_time",
+    ),
 ]
 
 
