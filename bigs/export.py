@@ -71,6 +71,20 @@ def glue_rows(path: str | None) -> list[dict]:
         return [r for r in csv.DictReader(f) if r["metric"].startswith("score") or r["task"] == "avg"]
 
 
+def hub_model(init_from: str | None) -> str | None:
+    """The card's base_model: what the run continued from when that is a hub model; a local dir
+    (the workflow's results/pretrain/<run>/final) is no hub id and only named in the body."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not init_from or Path(init_from).exists():
+        return None
+    try:
+        validate_repo_id(init_from)
+    except HFValidationError:
+        return None
+    return init_from
+
+
 def card_text(run_dir: Path, args) -> str:
     """The model card: YAML front matter + markdown body."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -89,7 +103,7 @@ def card_text(run_dir: Path, args) -> str:
         license=args.license,
         datasets=args.datasets,
         language=args.language,
-        base_model=state.get("init_from"),
+        base_model=hub_model(state.get("init_from")),
     )
     body = [
         f"# {args.name or run_dir.name}",

@@ -93,3 +93,13 @@ def test_push_refuses_offline_or_without_a_token_and_writes_nothing(run_dir, tmp
 def test_an_unfinished_run_is_one_clear_error(tmp_path):
     r = export(tmp_path / "nothing")
     assert r.returncode == 2 and "config.json: missing — is the run finished?" in r.stderr
+
+
+def test_base_model_is_set_for_a_hub_model_only(run_dir, tmp_path, monkeypatch):
+    from bigs.export import hub_model
+
+    assert hub_model("JunxiongWang/BiGS_128") == "JunxiongWang/BiGS_128"
+    assert hub_model(None) is None and hub_model(str(run_dir / "final")) is None
+    assert hub_model("results/pretrain/bigs-128/final") is None  # the workflow's: no hub id
+    monkeypatch.chdir(run_dir.parent)
+    assert hub_model(f"{run_dir.name}/final") is None  # looks like owner/name, but is a dir here
