@@ -34,6 +34,11 @@ def fail(path, field: str, what: str) -> BigsError:
     return BigsError(f"{path}: {field}: {what}")
 
 
+def first_line(exc: BaseException, width: int = 200) -> str:
+    """An exception's first line (a library's multi-line message quoted in ours), else its type."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:width]
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike, suffix: str = ""):
     """Yield a temp path next to `final`; rename it onto `final` only if the block succeeds."""

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bigs.errors import BigsError, atomic_path, cli_main, fail
+from bigs.errors import BigsError, atomic_path, cli_main, fail, first_line
 from bigs.tokenizer import load_tokenizer, quiet_transformers
 from bigs.train.runtime import setup
 
@@ -127,8 +127,7 @@ def load_model(model_dir: str | Path):
             model_dir, local_files_only=True, output_loading_info=True, ignore_mismatched_sizes=True
         )
     except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise fail(model_dir, "config.json / weights", f"cannot load ({first})") from None
+        raise fail(model_dir, "config.json / weights", f"cannot load ({first_line(exc)})") from None
     if info["mismatched_keys"]:
         key, ckpt_shape, model_shape = sorted(info["mismatched_keys"])[0]
         raise fail(

@@ -21,7 +21,7 @@ import csv
 import json
 from pathlib import Path
 
-from bigs.errors import BigsError, atomic_path, cli_main, fail
+from bigs.errors import BigsError, atomic_path, cli_main, fail, first_line
 from bigs.train.metrics import human_time
 
 CITATION = """@article{wang2022pretraining,
@@ -202,7 +202,7 @@ def check_hub(repo: str):
     try:
         user = api.whoami()["name"]
     except Exception as exc:  # noqa: BLE001 — network, proxy or an invalid token: one line either way
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc)
         raise fail(repo, "--push_to_hub", f"the hub did not accept the token ({first}); nothing written") from None
     return api, user
 
@@ -233,9 +233,7 @@ def main(argv=None) -> int:
                 folder_path=str(final), repo_id=args.push_to_hub, commit_message="bigs-workflow export"
             )
         except Exception as exc:  # noqa: BLE001 — one line, the card stays (it is correct either way)
-            raise BigsError(
-                f"{args.push_to_hub}: --push_to_hub: upload failed ({str(exc).splitlines()[0][:200]})"
-            ) from None
+            raise BigsError(f"{args.push_to_hub}: --push_to_hub: upload failed ({first_line(exc)})") from None
         print(f"pushed {final} to {getattr(info, 'commit_url', args.push_to_hub)}")
     return 0
 

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bigs.errors import EXIT_PREEMPTED, BigsError, atomic_files, atomic_path, cli_main, fail
+from bigs.errors import EXIT_PREEMPTED, BigsError, atomic_files, atomic_path, cli_main, fail, first_line
 from bigs.glue import Split, Task, compute_metrics, read_split, task
 from bigs.tokenizer import load_tokenizer, quiet_transformers
 from bigs.train import checkpoint as ckpt
@@ -198,7 +198,7 @@ def load_model(args, t: Task):
             label2id={n: i for i, n in enumerate(names)},
         )
     except (OSError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        first = first_line(exc, 300)
         raise fail(
             where,
             "--model_name_or_path",
@@ -229,7 +229,7 @@ def load_model(args, t: Task):
                 src, config=config, ignore_mismatched_sizes=True, output_loading_info=True
             )
         except (OSError, ValueError, RuntimeError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            first = first_line(exc, 300)
             raise fail(weights, "weights", f"cannot load ({first})") from None
         if info["mismatched_keys"] and not args.ignore_mismatched_sizes:
             key, ckpt_shape, model_shape = sorted(info["mismatched_keys"])[0]

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bigs.errors import BigsError, fail
+from bigs.errors import BigsError, fail, first_line
 
 
 @dataclass(frozen=True)
@@ -269,7 +269,7 @@ def hub_split(t: Task, kind: str, i: int) -> Split:
     try:
         ds = datasets.load_dataset("nyu-mll/glue", t.hub, split=name)
     except Exception as exc:  # noqa: BLE001 — offline, no cache, network: all the same advice
-        why = "offline (HF_HUB_OFFLINE)" if offline else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        why = "offline (HF_HUB_OFFLINE)" if offline else f"{type(exc).__name__}: {first_line(exc)}"
         raise BigsError(f"nyu-mll/glue/{t.hub}: {name}: cannot load GLUE from the hub ({why}) — {how}") from None
     text_cols = t.hub_text or t.text
     texts = tuple(list(ds[c]) for c in text_cols)
@@ -346,7 +346,7 @@ def hub_rows(t: Task, split: str) -> list[dict]:
 
         ds = datasets.load_dataset(t.dataset, t.dataset_config, split=split)
     except Exception as exc:  # noqa: BLE001 — offline, no cache, no package: the same advice
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc)
         raise BigsError(
             f"{t.dataset}: {split}: cannot load it from the hub ({first}) — offline, pass --data_dir DIR with "
             f"DIR/{t.name}/{{train,dev,test}}.jsonl (bigs/glue.py)"

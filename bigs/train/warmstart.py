@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from bigs.errors import BigsError, fail
+from bigs.errors import BigsError, fail, first_line
 
 POSITION_INITS = ("tile", "random")
 POSITIONS = {"BiGS": "bigs.embeddings.position_embeddings.weight", "bert": "bert.embeddings.position_embeddings.weight"}
@@ -91,7 +91,7 @@ def hub_config(name: str) -> dict:
 
         return json.loads(Path(hf_hub_download(name, "config.json")).read_text())
     except Exception as exc:  # noqa: BLE001 — offline, unknown repo, no access: one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc)
         raise fail(
             name, "--model_name_or_path", f"not a local dir, and the hub has no such model or is unreachable ({first})"
         ) from None
@@ -107,7 +107,7 @@ def load_into(model, source: Source, *, position_init: str = "tile", seed: int =
     try:
         theirs = AutoModelForMaskedLM.from_pretrained(source.name).state_dict()
     except (OSError, ValueError, RuntimeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc)
         raise fail(source.name, "--model_name_or_path", f"cannot load its weights ({first})") from None
     ours = model.state_dict()
     position_key = POSITIONS[source.config["model_type"]]
