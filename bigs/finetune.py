@@ -160,6 +160,10 @@ TRAIN_KEYS = (
 )
 
 
+def train_settings(args) -> dict:
+    return {k: getattr(args, k) for k in TRAIN_KEYS}
+
+
 # ----------------------------------------------------------------------------- data and model
 def read_data(args, t: Task) -> dict[str, list[Split]]:
     """Every split this run needs, read and checked up front (errors name file and line)."""
@@ -390,7 +394,7 @@ def main(argv=None) -> int:
             + ", ".join(f"{k} {'+'.join(str(len(s)) for s in v)}" for k, v in data.items())
         )
         job = Job(args, t, rt, model, label_map, data, enc, out)
-        settings = {k: getattr(args, k) for k in TRAIN_KEYS}
+        settings = train_settings(args)
         if args.do_train:
             resume = args.resume_from_checkpoint or ("never" if args.overwrite_output_dir else "auto")
             resume_from, lock = prepare_output_dir(
@@ -450,7 +454,7 @@ def start(job: Job, resume_from: Path | None) -> tuple[torch.optim.Optimizer, ck
         eps=args.adam_epsilon,
     )
     if resume_from is None:
-        return optimizer, ckpt.TrainState(args={k: getattr(args, k) for k in TRAIN_KEYS})
+        return optimizer, ckpt.TrainState(args=train_settings(args))
     state = ckpt.load_checkpoint(resume_from, job.model, optimizer, rt=job.rt)
     truncate_metrics(job.out / "metrics.jsonl", state.step)
     print(f"resumed from {resume_from} at step {state.step}")

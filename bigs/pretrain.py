@@ -38,7 +38,7 @@ import torch
 from bigs.data.format import check_fits, list_shards, sequence_length
 from bigs.data.stream import TrainStream
 from bigs.errors import EXIT_PEER_LOST, EXIT_PREEMPTED, BigsError, atomic_dir, cli_main
-from bigs.tokenizer import save_tokenizer
+from bigs.tokenizer import quiet_transformers, save_tokenizer
 from bigs.train import checkpoint as ckpt
 from bigs.train import distributed, xla_cpu
 from bigs.train.flags import positive, str2bool
@@ -364,7 +364,6 @@ class Run:
     model: torch.nn.Module  # the weights (checkpoints, evaluation)
     forward: torch.nn.Module  # the model as trained: compiled and/or DDP-wrapped
     optimizer: torch.optim.Optimizer
-    stream: TrainStream
     batches: object  # iterator over this rank's micro-batches ([xla]: through the device loader)
     state: ckpt.TrainState
     test_shards: list
@@ -673,9 +672,7 @@ def main(argv=None, stop: StopFlag | None = None) -> int:
     with StopFlag() if stop is None else contextlib.nullcontext(stop) as stop:
         rt = setup(args.device, bf16=args.precision == "bf16", dist_timeout=args.dist_timeout)
         args.gradient_accumulation_steps = accumulation_steps(args, rt.world)  # before anything is written
-        import transformers
-
-        transformers.utils.logging.disable_progress_bar()  # no "Writing model shards" bars in the logs
+        quiet_transformers()  # no "Writing model shards" bars or load notes in the logs
 
         # --- data (fail fast: training never builds data), output dir, what to resume
         train_shards = list_shards(args.dataset_path, "train")
@@ -694,7 +691,7 @@ def main(argv=None, stop: StopFlag | None = None) -> int:
         stream, batches = open_stream(args, rt, train_shards, state, gather=gather, cache_dir=cache_dir)
         log = MetricsLog(out, tensorboard=args.tensorboard, master=rt.master)
         r = Run(
-            args=args, rt=rt, out=out, model=model, forward=forward, optimizer=optimizer, stream=stream,
+            args=args, rt=rt, out=out, model=model, forward=forward, optimizer=optimizer,
             batches=batches, state=state, test_shards=test_shards, gather=gather,
             position=stream.position(), stop=stop, log=log, cache_dir=cache_dir,
         )  # fmt: skip
@@ -744,18 +741,18 @@ def train(r: Run) -> int:
         )  # fmt: skip
         state.step, state.tokens_seen = state.step + 1, state.tokens_seen + r.tokens_per_step
         log_now = state.step % args.logging_steps == 0 or state.step == args.num_total_train_steps
-        stopping, ended = False, None
-        if rt.kind != "xla" or log_now:  # [xla] a host round trip: at log steps only (the clock with it)
-            # every rank acts on the same numbers: the sum of the stop flags, and rank 0's clock
+        loss_val, stopping, ended = None, False, None
+        if rt.kind != "xla" or log_now:  # [xla] reading a value ends the lazy graph: at log steps only
+            # one all-reduce: every rank acts on the same numbers, the loss (each rank holds its share),
+            # the sum of the stop flags and rank 0's clock
             now_s = elapsed0 + time.time() - t0
-            agreed = all_reduce_sum([float(r.stop.signal is not None), now_s * rt.master], rt)
-            stopping, state.elapsed_s, ended = agreed[0] > 0, agreed[1], time_up(args, agreed[1])
+            loss_val, stops, state.elapsed_s = all_reduce_sum(
+                [loss.item(), float(r.stop.signal is not None), now_s * rt.master], rt
+            )
+            check_finite(loss_val, state.step, r.out)
+            stopping, ended = stops > 0, time_up(args, state.elapsed_s)
         last = ended or state.step == args.num_total_train_steps
         log_now = log_now or last
-        loss_val = None
-        if rt.kind != "xla" or log_now:  # [xla] reading a value ends the lazy graph: only at log steps
-            (loss_val,) = all_reduce_sum([loss.item()], rt)  # [ddp] each rank holds its share
-            check_finite(loss_val, state.step, r.out)
         window.add(loss_val)
         if bar is not None:
             bar.update(1)
