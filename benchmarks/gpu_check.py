@@ -44,6 +44,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import child
 import numpy as np
 import torch
 import transformers
@@ -529,28 +530,12 @@ def long_sequence(plan: Plan, rt: Runtime, work: Path, budget: Budget) -> dict:
     return res
 
 
-CHILD: list = [None]  # the child process running now (a CLI run, the compile worker): the hard stop kills it
-
-
-def run_child(cmd: list, log: Path, budget: Budget) -> tuple[int, str]:
-    """Run `cmd` in its own process group with stdout and stderr in `log`, killed (group and all) when
-    the budget ends; the log is kept either way. Returns (exit code or None when killed, the log's text)."""
+def run_child(cmd: list, log: Path, budget: Budget) -> tuple[int | None, str]:
+    """`cmd` in its own process group, its output in `log`, killed (group and all) when the budget
+    ends (benchmarks/child.py); (exit code or None when killed, the log's text)."""
     if budget.left() < 5:
         raise RuntimeError(f"skipped: budget ({max(budget.left(), 0):.0f} s left)")
-    with open(log, "w") as f:
-        f.write(f"$ {' '.join(map(str, cmd))}\n")
-        f.flush()
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
-        CHILD[0] = proc
-        try:
-            code = proc.wait(timeout=budget.left())
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            code = None
-        finally:
-            CHILD[0] = None
-    return code, log.read_text()
+    return child.run(cmd, log, budget.left(), cwd=REPO)
 
 
 def cli(flags: list, log: Path, budget: Budget) -> str:
@@ -1108,9 +1093,10 @@ def hard_stop(at: float, res: dict, write) -> threading.Timer:
     def fire():
         say(f"hard stop: {TOTAL_S} s since the start; writing what was measured")
         res["hard_stop"] = f"at {time.time() - T0:.0f} s: the run was stopped here; later sections are missing"
-        if CHILD[0] is not None:
+        proc = child.CHILD[0]  # read once: the main thread may clear it between a test and a use
+        if proc is not None:
             with contextlib.suppress(OSError):
-                os.killpg(CHILD[0].pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(Exception):  # the main thread may be changing the results right now
             write()
         os._exit(1)

@@ -140,7 +140,7 @@ sys.path.insert(0, {str(REPO / "benchmarks")!r})
 import gpu_check
 res = {{"parity": {{"measured": 1}}}}
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
-gpu_check.CHILD[0] = child
+gpu_check.child.CHILD[0] = child
 open({str(tmp_path / "child.pid")!r}, "w").write(str(child.pid))
 gpu_check.hard_stop(time.time() + 2, res, lambda: open({str(tmp_path / "out.json")!r}, "w").write(json.dumps(res)))
 time.sleep(60)

@@ -191,3 +191,4 @@ def test_the_tpu_first_15_minutes_check_runs_on_two_xla_cpu_devices(tmp_path):
     assert res["steps"]["pass"] and res["steps"]["tokens_per_s_per_core"] > 0 and "× 2" in res["steps"]["summary"]
     assert res["resume"]["pass"] and res["resume"]["stop_exit"] == 3 and res["resume"]["finished"]
     assert "**PASS**" in (tmp_path / "tpu_check.md").read_text()
+    assert "stopped by SIGTERM" in (tmp_path / "logs" / "preempted.log").read_text()  # every run's output kept
