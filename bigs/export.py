@@ -17,7 +17,6 @@ anything; the token and the network are checked (whoami) before the card is writ
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
@@ -53,22 +52,22 @@ def mlm_evaluation(run_dir: Path, evaluation: str | None) -> dict | None:
     if evaluation:
         res = read_json(Path(evaluation), "--evaluation")
         return {**res["metrics"], "source": f"bigs.evaluate on {res.get('test_shards', '?')} test shards"}
+    from bigs.plots import read_metrics
+
     for metrics in (run_dir / "metrics.jsonl", run_dir / "final" / "metrics.jsonl"):
         if metrics.is_file():
-            evals = [json.loads(ln) for ln in metrics.read_text().splitlines() if '"eval"' in ln]
+            _, evals = read_metrics(metrics)
             if evals:
                 return {**evals[-1], "source": f"the trainer's evaluation at step {evals[-1]['step']}"}
     return None
 
 
 def glue_rows(path: str | None) -> list[dict]:
+    from bigs.glue_table import read_csv
+
     if not path:
         return []
-    p = Path(path)
-    if not p.is_file():
-        raise fail(p, "--glue", "no such file — run `snakemake finetune` (or python -m bigs.glue_table run) first")
-    with open(p, newline="") as f:
-        return [r for r in csv.DictReader(f) if r["metric"].startswith("score") or r["task"] == "avg"]
+    return [r for r in read_csv(path, flag="--glue") if r["metric"].startswith("score") or r["task"] == "avg"]
 
 
 def hub_model(init_from: str | None) -> str | None:
@@ -123,8 +122,7 @@ def card_text(run_dir: Path, args) -> str:
     if rows:
         body += ["## GLUE (dev)", "", "task score, median over seeds (min–max), in %", "", "| task | score | seeds |"]
         body += ["|---|---|---|"] + [
-            f"| {r['task']} | {float(r['median']):.1f} ({float(r['min']):.1f}–{float(r['max']):.1f}) | {r['n']} |"
-            for r in rows
+            f"| {r['task']} | {r['median']:.1f} ({r['min']:.1f}–{r['max']:.1f}) | {r['n']} |" for r in rows
         ]
         body.append("")
     body += ["## How to use", "", usage(bigs), "", "## Citation", "", "```bibtex", CITATION, "```", ""]

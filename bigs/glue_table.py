@@ -96,10 +96,10 @@ def write_csv(path: Path, rows: list[dict], fields=FIELDS) -> None:
             w.writerows(rows)
 
 
-def read_csv(path: str) -> list[dict]:
+def read_csv(path: str, flag: str = "--tables") -> list[dict]:
     p = Path(path)
     if not p.is_file():
-        raise fail(p, "--tables", "no such file — run `python -m bigs.glue_table run` first")
+        raise fail(p, flag, "no such file — run `snakemake finetune` (or python -m bigs.glue_table run) first")
     with open(p, newline="") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
