@@ -202,12 +202,10 @@ def sample_set_of(dataset):
     return sample_sets()[dataset.removeprefix(f"{config['corpus']['name']}-")]
 
 
-def dataset_path(sample_set=None):
-    """What pretrain/evaluate get as --dataset_path."""
-    src = corpus_source()
-    if src == "raw":
-        return f"results/samples/{dataset_name(sample_set)}"
-    if src == "prebuilt":
+def prebuilt_path():
+    """Where a downloaded corpus lives, or the gs:// url it is streamed from; a corpus built here
+    is one dir per sample set (dataset_inputs)."""
+    if corpus_source() == "prebuilt":
         return f"resources/prebuilt/{config['corpus']['name']}"
     return config["corpus"]["prebuilt"]["url"]
 
@@ -330,13 +328,29 @@ def sample_tokens(wildcards):
     return f"results/tokens/{config['corpus']['name']}/{textshard}.npz"
 
 
+def mask_args(wildcards):
+    """bigs.data.samples mask's flags for hdf5 shard k of a dataset: which text shard and dup copy it
+    masks, and its sample set's masking."""
+    src, s = sample_source(wildcards), sample_set_of(wildcards.dataset)
+    args = [f"--{k} {src[k]}" for k in ("copy", "shard_index", "num_shards")]
+    keys = (
+        "seed",
+        "masked_lm_prob",
+        "max_seq_length",
+        "max_predictions_per_seq",
+        "short_seq_prob",
+    )
+    args += [f"--{k} {s[k]}" for k in keys]
+    return " ".join(args + (["--whole_word_mask"] if s["whole_word_mask"] else []))
+
+
 def dataset_inputs(sample_set=None):
     """Files a job on one dataset needs before it starts (none when streaming)."""
     src = corpus_source()
     if src == "raw":
         return sample_files(sample_set)
     if src == "prebuilt":
-        return [dataset_path()]
+        return [prebuilt_path()]
     return []
 
 
@@ -516,7 +530,7 @@ def dataset_arg(input):
         return os.path.dirname(input[0])
     if src == "prebuilt":
         return input[0]
-    return dataset_path()
+    return prebuilt_path()
 
 
 PLOTS = ["train_loss", "learning_rate", "eval_vs_step", "eval_vs_tokens", "throughput"]
@@ -528,7 +542,7 @@ def stage_targets(stage):
     src = corpus_source()
     runs = run_names()
     if stage == "corpus":
-        return {"raw": corpus_texts(), "prebuilt": [dataset_path()]}.get(src, [])
+        return {"raw": corpus_texts(), "prebuilt": [prebuilt_path()]}.get(src, [])
     if stage == "shards":
         return text_shards() if src == "raw" else []
     if stage == "samples":
@@ -545,9 +559,12 @@ def stage_targets(stage):
         return [f"results/plots/{p}.png" for p in PLOTS] + ["results/plots/summary.md"]
     assert stage == "pretrain", stage  # the main target: everything the report shows
     models = [f"results/pretrain/{r}/final/model.safetensors" for r in runs]
+    used = sorted(
+        {dataset_name(run_sample_set(r)) for r in runs}
+    )  # the data it trains on
     return (
         models
-        + stage_targets("inspect")
+        + [f"results/inspect/{d}.json" for d in used]
         + stage_targets("evaluate")
         + stage_targets("plots")
     )

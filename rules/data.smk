@@ -129,34 +129,9 @@ rule mask_shard:
         mem_mb=4000,
         runtime=120,
     params:
-        copy_index=lambda wildcards: sample_source(wildcards)["copy"],
-        shard_index=lambda wildcards: sample_source(wildcards)["shard_index"],
-        num_shards=lambda wildcards: sample_source(wildcards)["num_shards"],
-        seed=lambda wildcards: sample_set_of(wildcards.dataset)["seed"],
-        masked_lm_prob=lambda wildcards: sample_set_of(wildcards.dataset)[
-            "masked_lm_prob"
-        ],
-        max_seq_length=lambda wildcards: sample_set_of(wildcards.dataset)[
-            "max_seq_length"
-        ],
-        max_predictions_per_seq=lambda wildcards: sample_set_of(wildcards.dataset)[
-            "max_predictions_per_seq"
-        ],
-        short_seq_prob=lambda wildcards: sample_set_of(wildcards.dataset)[
-            "short_seq_prob"
-        ],
-        whole_word_mask=lambda wildcards: (
-            "--whole_word_mask"
-            if sample_set_of(wildcards.dataset)["whole_word_mask"]
-            else ""
-        ),
+        args=mask_args,
     shell:
-        "python -m bigs.data.samples mask --tokens {input:q} --output {output:q}"
-        " --copy {params.copy_index} --shard_index {params.shard_index} --num_shards {params.num_shards}"
-        " --seed {params.seed} --masked_lm_prob {params.masked_lm_prob}"
-        " --max_seq_length {params.max_seq_length}"
-        " --max_predictions_per_seq {params.max_predictions_per_seq}"
-        " --short_seq_prob {params.short_seq_prob} {params.whole_word_mask} > {log:q} 2>&1"
+        "python -m bigs.data.samples mask --tokens {input:q} --output {output:q} {params.args} > {log:q} 2>&1"
 
 
 rule inspect_dataset:

@@ -62,9 +62,7 @@ def test_long_context_preset_chains_the_runs_with_the_published_token_counts(wf)
 
     # on the embedded sample (a small DAG; the paper corpus's version is one of COMBOS)
     out = smk(wf, "-n", "-p", "pretrain", "--configfile", "presets/long-context.yaml", "presets/gpu.yaml").stdout
-    cmds = {
-        Path(parse_args(c[6:]).output_dir).name: parse_args(c[6:]) for c in shell_commands(out, "scripts/pretrain.sh")
-    }
+    cmds = {Path(a.output_dir).name: a for a in (parse_args(c[6:]) for c in shell_commands(out, "scripts/pretrain.sh"))}
     assert cmds["BiGS_128"].model_name_or_path is None and cmds["BiGS_128"].max_seq_length == 128
     tokens = {}
     for run, parent, L in (
@@ -80,6 +78,15 @@ def test_long_context_preset_chains_the_runs_with_the_published_token_counts(wf)
     masks = shell_commands(out, "bigs.data.samples mask")
     preds = {int(c[c.index("--max_seq_length") + 1]): int(c[c.index("--max_predictions_per_seq") + 1]) for c in masks}
     assert preds == {128: 20, 512: 80, 1024: 160, 4096: 640}
+
+
+def test_the_main_target_builds_and_inspects_only_the_sample_sets_its_runs_train_on(wf):
+    write_yaml(wf / "sets.yaml", {"samples": {"sets": [{"name": "L512", "max_seq_length": 512}]}})
+    out = smk(wf, "-n", "-p", "pretrain", "--configfile", "sets.yaml").stdout
+    assert job_counts(out)["inspect_dataset"] == 1
+    assert {c[c.index("--max_seq_length") + 1] for c in shell_commands(out, "bigs.data.samples mask")} == {"128"}
+    out = smk(wf, "-n", "-p", "samples", "--configfile", "sets.yaml").stdout  # asked for: every set
+    assert {c[c.index("--max_seq_length") + 1] for c in shell_commands(out, "bigs.data.samples mask")} == {"128", "512"}
 
 
 @pytest.mark.parametrize("presets", COMBOS, ids=lambda c: "+".join(c) or "default")
