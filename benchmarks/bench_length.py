@@ -90,14 +90,18 @@ def in_child(model_kind: str, conv: str, L: int, size: str, steps: int) -> dict:
         "print('RESULT', json.dumps(b.measure(*sys.argv[2:4], int(sys.argv[4]), sys.argv[5], int(sys.argv[6]))))"
     )
     here = str(Path(__file__).resolve().parent)
-    p = subprocess.run(
-        [sys.executable, "-c", code, here, model_kind, conv, str(L), size, str(steps)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    if p.returncode != 0:
-        return {"model": model_kind, "conv": conv, "L": L, "error": p.stderr.strip().splitlines()[-1][:200]}
+    try:
+        p = subprocess.run(
+            [sys.executable, "-c", code, here, model_kind, conv, str(L), size, str(steps)],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+    except subprocess.TimeoutExpired:
+        return {"model": model_kind, "conv": conv, "L": L, "error": "timed out after 1800 s"}
+    if p.returncode != 0:  # killed for memory: no stderr at all
+        why = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1][:200]
+        return {"model": model_kind, "conv": conv, "L": L, "error": why}
     return json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
 
 

@@ -6,8 +6,8 @@ a published BiGS directory or a BERT baseline (REFERENCE.md §1: loss, accuracy,
         --probes FILE --top_k 5 --tokenizer NAME_OR_PATH]
 
 Writes OUT.json (metrics, step, model, probes with top-k predictions) and OUT.md (tables).
-`evaluate_mlm()` is also the trainer's evaluation (bigs/pretrain.py), so both report the same
-numbers on the same batches.
+The trainer's evaluation (bigs/pretrain.py) is the same code, `shard_batches` + `mlm_sums` +
+`mlm_metrics` (summed over ranks there), so both report the same numbers on the same batches.
 """
 
 from __future__ import annotations

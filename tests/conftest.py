@@ -248,6 +248,36 @@ def metrics(out, kind="train"):
     ]
 
 
+def logged(out, kind="train") -> list[dict]:
+    """The `kind` lines a running run has logged so far (a line being written is skipped)."""
+    m = Path(out) / "metrics.jsonl"
+    rows = []
+    for ln in m.read_text().splitlines() if m.exists() else []:
+        try:
+            rec = json.loads(ln)
+        except ValueError:
+            continue
+        if rec.get("kind") == kind:
+            rows.append(rec)
+    return rows
+
+
+def wait_until(cond, procs=(), timeout=120, what="condition", poll=0.02) -> None:
+    """Poll `cond()` until it holds; fail naming `what` when the time is up or a process of `procs` exits first."""
+    deadline = time.time() + timeout
+    while not cond():
+        codes = [p.poll() for p in procs]
+        assert all(c is None for c in codes), f"{what}: not reached, a process exited first (exit {codes})"
+        assert time.time() < deadline, f"{what}: not reached in {timeout} s"
+        time.sleep(poll)
+
+
+def wait_for_step(out, step: int, procs=(), timeout=120, what=None, poll=0.02) -> None:
+    """Until the run in `out` has logged a training line at `step` or later."""
+    reached = lambda: any(r["step"] >= step for r in logged(out))  # noqa: E731
+    wait_until(reached, procs, timeout, what or f"{out}: step {step}", poll)
+
+
 def weights_hash(directory) -> str:
     from safetensors.torch import load_file
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import wait_for_step
 
 from bigs.errors import BigsError
 from bigs.glue import TASKS, compute_metrics, matthews, pearson, ranks, read_split, spearman, task, task_score
@@ -521,18 +522,6 @@ def _ft_cli(*argv, env=None):
     )
 
 
-def _wait_for_train_lines(out: Path, n: int, proc, timeout=120) -> None:
-    import time
-
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        m = out / "metrics.jsonl"
-        if m.exists() and sum('"train"' in ln for ln in m.read_text().splitlines()) >= n:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"{n} training lines not reached (exit {proc.poll()})")
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
 def test_a_stop_signal_checkpoints_exits_3_and_the_rerun_ends_as_an_uninterrupted_run(
     tiny_bigs, glue_dir, tmp_path, sig
@@ -541,7 +530,7 @@ def test_a_stop_signal_checkpoints_exits_3_and_the_rerun_ends_as_an_uninterrupte
     the same command again resumes and ends where an uninterrupted run ends (SIGTERM's rerun is checked)."""
     args = ft_args(tiny_bigs, "sst2", glue_dir, tmp_path / "cut", "--num_train_epochs", "20", "--logging_steps", "1")
     proc = _ft_cli(*args)
-    _wait_for_train_lines(tmp_path / "cut", 10, proc)
+    wait_for_step(tmp_path / "cut", 10, [proc])
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 3, stderr[-2000:]
@@ -560,7 +549,7 @@ def test_a_second_run_in_the_same_output_dir_is_refused_naming_the_first(tiny_bi
     out = tmp_path / "o"
     first = _ft_cli(*ft_args(tiny_bigs, "sst2", glue_dir, out, "--num_train_epochs", "5000", "--logging_steps", "1"))
     try:
-        _wait_for_train_lines(out, 1, first)
+        wait_for_step(out, 1, [first])
         t = time.time()
         second = _ft_cli(*ft_args(tiny_bigs, "sst2", glue_dir, out))
         _, stderr = second.communicate(timeout=120)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import free_port, metrics, tiny_args
+from conftest import free_port, metrics, tiny_args, wait_for_step
 
 pytestmark = pytest.mark.slow
 
@@ -146,16 +146,6 @@ def test_two_nodes_train_to_the_one_process_weights(shards, reference, tmp_path,
     print(f"{rdzv}: max |ΔW| two nodes vs one process = {diff:.2e}")
     assert diff < 1e-5
     np.testing.assert_allclose([m["loss"] for m in metrics(out)], [m["loss"] for m in metrics(reference)], atol=1e-5)
-
-
-def wait_for_step(out: Path, step: int, procs, timeout=90):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if (out / "metrics.jsonl").exists() and any(m["step"] >= step for m in metrics(out)):
-            return
-        assert all(p.poll() is None for p in procs), "a node exited early"
-        time.sleep(0.1)
-    raise AssertionError(f"step {step} not reached in {timeout} s")
 
 
 @pytest.mark.parametrize("fault", ["kill", "hang"])

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import metrics, run_cli, tiny_args, weights_hash
+from conftest import logged, metrics, run_cli, tiny_args, wait_for_step, wait_until, weights_hash
 
 from bigs.errors import BigsError
 from bigs.pretrain import accumulation_steps, eval_cost_fraction, is_paper_recipe, mlm_gather, parse_args, schedule
@@ -155,15 +155,9 @@ def test_kill9_at_random_step_then_resume_is_bit_identical(shards, tmp_path, ref
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        m = out / "metrics.jsonl"
-        if m.exists() and any(json.loads(ln)["step"] >= kill_at for ln in m.read_text().splitlines() if ln.strip()):
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
+    wait_for_step(out, kill_at, [proc], what=f"the kill at step {kill_at} (BIGS_TEST_SEED={seed})", poll=0.005)
+    proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL, f"run ended before the kill at step {kill_at} (BIGS_TEST_SEED={seed})"
     assert not (out / "final").exists()
     r = run_cli(tiny_args(shards, out, steps=40))
     assert "resumed from" in r.stdout
@@ -182,9 +176,7 @@ def test_sigterm_checkpoints_and_exits_3_then_resumes(shards, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and len(metrics(out)) >= 3):
-        time.sleep(0.02)
+    wait_for_step(out, 3, [proc])
     proc.send_signal(signal.SIGTERM)
     stdout, _ = proc.communicate(timeout=120)
     assert proc.returncode == 3, stdout
@@ -204,9 +196,7 @@ def test_sigusr1_is_preemption_too(shards, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out / "metrics.jsonl").exists():
-        time.sleep(0.02)
+    wait_for_step(out, 1, [proc])
     proc.send_signal(signal.SIGUSR1)
     stdout, _ = proc.communicate(timeout=120)
     assert proc.returncode == 3 and "stopped by SIGUSR1" in stdout
@@ -222,9 +212,7 @@ def test_kill9_during_checkpoint_write_keeps_previous(shards, tmp_path, referenc
         stderr=subprocess.DEVNULL,
     )
     # first checkpoint (step 10) sleeps 30 s before its rename: kill it there
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(out.glob(".tmp-checkpoint-10*")):
-        time.sleep(0.02)
+    wait_until(lambda: list(out.glob(".tmp-checkpoint-10*")), [proc], what="checkpoint-10 being written")
     time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -433,9 +421,7 @@ def test_busy_output_dir_is_refused_and_a_dead_holder_never_blocks(shards, tmp_p
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not (out / "metrics.jsonl").exists():
-            time.sleep(0.05)
+        wait_for_step(out, 1, [first])
         t = time.time()
         r = run_cli(tiny_args(shards, out, steps=5), check=False)
         assert r.returncode == 2 and "in use by a running bigs.pretrain" in r.stderr and f"pid {first.pid}" in r.stderr
@@ -459,23 +445,16 @@ def test_ctrl_c_checkpoints_once_and_quits_at_once_the_second_time(shards, tmp_p
             env={**os.environ, **(env or {})},
         )
 
-    def wait_for_steps(n):
-        deadline = time.time() + 120
-        while time.time() < deadline and not ((out / "metrics.jsonl").exists() and len(metrics(out)) >= n):
-            time.sleep(0.02)
-
     proc = start()
-    wait_for_steps(3)
+    wait_for_step(out, 3, [proc])
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 3 and "stopped by SIGINT" in stdout and "Traceback" not in stderr
     (ckpt,) = out.glob("checkpoint-*")
     proc = start({"BIGS_FAULT_CHECKPOINT_DELAY": "60"})  # resumes; its checkpoint write will hang
-    wait_for_steps(int(ckpt.name.split("-")[1]) + 2)
+    wait_for_step(out, int(ckpt.name.split("-")[1]) + 2, [proc])
     proc.send_signal(signal.SIGINT)
-    deadline = time.time() + 60
-    while time.time() < deadline and not list(out.glob(".tmp-checkpoint-*")):
-        time.sleep(0.02)
+    wait_until(lambda: list(out.glob(".tmp-checkpoint-*")), [proc], what="the checkpoint being written")
     proc.send_signal(signal.SIGINT)  # the impatient second Ctrl-C: quit now, not after the write
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGINT and "Traceback" not in stderr and "Ctrl-C again" in stderr
@@ -651,9 +630,7 @@ def test_a_time_budget_ends_the_run_decayed_survives_preemption_and_keeps_marker
         shards, out, steps=100_000, warmup_steps=100, logging_steps=10, save_steps=100_000, eval_steps=100_000
     ) + ["--total_training_time=0.004", "--finetune_time_markers=0.25,0.5"]
     proc = subprocess.Popen([sys.executable, "-m", "bigs.pretrain", *args], stdout=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics_exist(out) and metrics(out)[-1]["wall_time"] > 5):
-        time.sleep(0.05)
+    wait_until(lambda: any(r["wall_time"] > 5 for r in logged(out)), [proc], what="5 s of training")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 3
     (ckpt,) = out.glob("checkpoint-*")
@@ -691,11 +668,6 @@ def test_budget_flags_need_a_budget():
         parse_args(["--output_dir=o", "--dataset_path=d", "--finetune_time_markers=0.5"])
     with pytest.raises(SystemExit):
         parse_args(["--output_dir=o", "--dataset_path=d", "--total_training_time=1", "--finetune_time_markers=1.5"])
-
-
-def metrics_exist(out) -> bool:
-    m = Path(out) / "metrics.jsonl"
-    return m.exists() and bool(m.read_text().strip())
 
 
 def ckpt_step(ckpt: Path) -> int:

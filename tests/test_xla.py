@@ -16,14 +16,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("torch_xla")
-from conftest import copy_workflow, make_shard, metrics, smk, tiny_args, write_yaml  # noqa: E402
+from conftest import copy_workflow, make_shard, metrics, smk, tiny_args, wait_for_step, write_yaml  # noqa: E402
 
 pytestmark = pytest.mark.xla
 COMMON = dict(steps=20, hidden_dropout_prob=0.0, save_steps=10, eval_steps=10)
@@ -117,11 +116,7 @@ def test_sigterm_stops_every_core_after_the_same_step_and_the_rerun_resumes(data
         [sys.executable, "-m", "bigs.pretrain", *cut], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, **xla_env(2)},
     )  # fmt: skip
-    deadline = time.time() + 600
-    while time.time() < deadline and not (
-        (out_dir(cut) / "metrics.jsonl").exists() and len(metrics(out_dir(cut))) >= 4
-    ):
-        time.sleep(0.1)
+    wait_for_step(out_dir(cut), 4, [proc], timeout=600, poll=0.1)
     proc.send_signal(signal.SIGTERM)  # to the launcher: it passes the signal on to its device process
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 3, stdout[-2000:] + stderr[-2000:]
@@ -148,7 +143,7 @@ def test_gs_streaming_with_four_cores_reads_each_cores_share(data, eager, tmp_pa
     assert not list((out_dir(args) / ".shard-cache").glob("rank*/*.hdf5"))  # staged shards deleted
 
 
-def test_the_paper_tpu_overlay_runs_through_snakemake_at_tiny_size(data, tmp_path, gcs_bucket):
+def test_the_paper_tpu_overlay_runs_through_snakemake_at_tiny_size(data, tmp_path, gcs_bucket, monkeypatch):
     """presets/paper-100k.yaml + presets/tpu.yaml (shards streamed from gs://, device xla) on two
     XLA:CPU devices, the model and steps shrunk by one more overlay."""
     from bigs.data import storage
@@ -166,14 +161,10 @@ def test_the_paper_tpu_overlay_runs_through_snakemake_at_tiny_size(data, tmp_pat
         "evaluate": {"batch_size": 8, "max_batches": 2},
     }  # fmt: skip
     write_yaml(wf / "tiny-tpu.yaml", tiny)
-    env_before = dict(os.environ)
-    os.environ.update(xla_env(2))
-    try:
-        out = smk(wf, "--cores", "2", "pretrain", "--configfile", "presets/paper-100k.yaml", "presets/tpu.yaml",
-                  "tiny-tpu.yaml").stdout  # fmt: skip
-    finally:
-        os.environ.clear()
-        os.environ.update(env_before)
+    for k, v in xla_env(2).items():
+        monkeypatch.setenv(k, v)
+    out = smk(wf, "--cores", "2", "pretrain", "--configfile", "presets/paper-100k.yaml", "presets/tpu.yaml",
+              "tiny-tpu.yaml").stdout  # fmt: skip
     log = (wf / "logs" / "train_run" / "BiGS_100k.log").read_text()
     assert "device xla × 2" in log and "global batch 8 (4 × 2 devices × 1 accumulation)" in log, out[-2000:]
     assert json.loads((wf / "results" / "evaluate" / "BiGS_100k.json").read_text())["metrics"]["eval_tokens"] > 0
