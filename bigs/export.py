@@ -33,7 +33,8 @@ CITATION = """@article{wang2022pretraining,
 RECIPE_FLAGS = (
     "model_type", "n_layers", "hidden_size", "intermediate_size", "num_ssm", "max_seq_length",
     "per_device_train_batch_size", "global_batch_size", "gradient_accumulation_steps", "learning_rate",
-    "schedule_type", "warmup_steps", "num_total_train_steps", "total_training_time", "weight_decay",
+    "schedule_type", "warmup_steps", "warmup_proportion", "num_total_train_steps", "total_training_time",
+    "early_exit_time_marker", "finetune_time_markers", "weight_decay",
     "adam_beta1", "adam_beta2", "hidden_dropout_prob", "precision", "adafactor", "seed",
 )  # fmt: skip
 
@@ -154,7 +155,8 @@ def training_table(state: dict, flags: dict, config: dict) -> str:
     ]
     if state.get("init_from"):
         rows.insert(0, ("continued from", f"`{state['init_from']}`"))
-    rows += [(f"`--{k}`", f"`{flags[k]}`") for k in RECIPE_FLAGS if flags.get(k) is not None]
+    overridden = {"warmup_steps"} if flags.get("warmup_proportion") is not None else set()
+    rows += [(f"`--{k}`", f"`{flags[k]}`") for k in RECIPE_FLAGS if flags.get(k) is not None and k not in overridden]
     return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
 
 

@@ -103,3 +103,11 @@ def test_base_model_is_set_for_a_hub_model_only(run_dir, tmp_path, monkeypatch):
     assert hub_model("results/pretrain/bigs-128/final") is None  # the workflow's: no hub id
     monkeypatch.chdir(run_dir.parent)
     assert hub_model(f"{run_dir.name}/final") is None  # looks like owner/name, but is a dir here
+
+
+def test_the_recipe_table_shows_the_warmup_that_ran():
+    from bigs.export import training_table
+
+    by_time = training_table({"step": 703}, {"warmup_steps": 2000, "warmup_proportion": 0.05}, {})
+    assert "| `--warmup_proportion` | `0.05` |" in by_time and "warmup_steps" not in by_time  # overridden
+    assert "| `--warmup_steps` | `2000` |" in training_table({"step": 1}, {"warmup_steps": 2000}, {})
