@@ -99,7 +99,8 @@ class BiGSConfig(PretrainedConfig):
                          "lin" (what the PyTorch port always does), "inv".
       ssm_lr_multiplier  lr factor for A_re, A_im, log_step (Flax declares 0.1; never applied: 1.0).
       ssm_weight_decay   decay A_re, A_im, log_step (the original does: True).
-      gradient_checkpointing  recompute each layer in backward (also model.gradient_checkpointing_enable()).
+      gradient_checkpointing  recompute each layer in backward (also model.activation_checkpointing_enable(),
+                         gradient_checkpointing_enable() in older transformers).
       mlm_head           "masked" (head only at labelled positions when labels are given) | "full".
       dropout_mask       "shared": one (L, H) embedding-dropout mask for every sequence of a batch, as
                          the original pretraining (jax.vmap over the batch with one dropout RNG,
