@@ -67,6 +67,12 @@ def run_schema(spec):
     return item
 
 
+def repeated(names):
+    """The names that occur more than once, sorted."""
+    names = list(names)
+    return sorted({n for n in names if names.count(n) > 1})
+
+
 def validate_config(config):
     """Schema check, then cross-key checks, all before any job runs; every message names the
     key, so a typo never starts a 100k-step job. snakemake's validate() then fills the schema's defaults into `config`.
@@ -86,8 +92,7 @@ def validate_config(config):
         raise WorkflowError(f"Invalid config ({SCHEMA_FILE}):\n{lines}")
     validate(config, SCHEMA_FILE)
 
-    names = [r["name"] for r in config["runs"]]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = repeated(r["name"] for r in config["runs"])
     if dupes:
         raise WorkflowError(f"Invalid config: runs: duplicate run name(s) {dupes}")
     prebuilt = config["corpus"]["prebuilt"]
@@ -102,8 +107,9 @@ def validate_config(config):
                 f"Invalid config: corpus.raw.sources[{src['name']}]: a url needs md5 or md5_url "
                 "(the dump's md5sums file): a download is always verified"
             )
-    sets = [config["samples"]["name"]] + [s["name"] for s in config["samples"]["sets"]]
-    dupes = sorted({n for n in sets if sets.count(n) > 1})
+    dupes = repeated(
+        [config["samples"]["name"]] + [s["name"] for s in config["samples"]["sets"]]
+    )
     if dupes:
         raise WorkflowError(
             f"Invalid config: samples.sets: duplicate sample set name(s) {dupes} (samples.name is one too)"
@@ -559,9 +565,8 @@ def stage_targets(stage):
         return [f"results/plots/{p}.png" for p in PLOTS] + ["results/plots/summary.md"]
     assert stage == "pretrain", stage  # the main target: everything the report shows
     models = [f"results/pretrain/{r}/final/model.safetensors" for r in runs]
-    used = sorted(
-        {dataset_name(run_sample_set(r)) for r in runs}
-    )  # the data it trains on
+    # the data it trains on (samples/inspect build every set)
+    used = sorted({dataset_name(run_sample_set(r)) for r in runs})
     return (
         models
         + [f"results/inspect/{d}.json" for d in used]
