@@ -77,8 +77,10 @@ def pretrain(args: list[str], log: Path, deadline: float) -> str:
 
 
 def records(out: Path) -> list[dict]:
+    """The training lines logged so far: complete lines only (a running job may be mid-write)."""
     m = out / "metrics.jsonl"
-    return [json.loads(ln) for ln in m.read_text().splitlines() if '"train"' in ln] if m.exists() else []
+    lines = m.read_text().split("\n")[:-1] if m.exists() else []  # the piece after the last newline: unfinished
+    return [json.loads(ln) for ln in lines if '"train"' in ln]
 
 
 def steps(plan: dict, data: Path, work: Path, logs: Path, world: int, deadline: float) -> dict:
