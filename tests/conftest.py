@@ -232,9 +232,9 @@ def tiny_args(data, out, steps=30, **over) -> list[str]:
     return [f"--{k}={v}" for k, v in flags.items()]
 
 
-def run_cli(args, env=None, check=True, launcher=()):
+def run_cli(args, env=None, check=True, launcher=(), timeout=300):
     cmd = [*launcher] if launcher else [sys.executable, "-m", "bigs.pretrain"]
-    r = subprocess.run(cmd + args, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
+    r = subprocess.run(cmd + args, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
     if check and r.returncode != 0:
         raise AssertionError(f"exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return r

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("torch_xla")
-from conftest import copy_workflow, make_shard, metrics, smk, tiny_args, wait_for_step, write_yaml  # noqa: E402
+from conftest import copy_workflow, make_shard, metrics, run_cli, smk, tiny_args, wait_for_step, write_yaml  # noqa: E402
 
 pytestmark = pytest.mark.xla
 COMMON = dict(steps=20, hidden_dropout_prob=0.0, save_steps=10, eval_steps=10)
@@ -32,14 +32,8 @@ def xla_env(n: int) -> dict:
     return {"PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": str(n), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def run(args, env, check=True):
-    r = subprocess.run(
-        [sys.executable, "-m", "bigs.pretrain", *args], capture_output=True, text=True, env={**os.environ, **env},
-        timeout=1200,
-    )  # fmt: skip
-    if check:
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return r
+def run(args, env):
+    return run_cli(args, env, timeout=1200)  # XLA compiles: slower than the CPU runs run_cli is sized for
 
 
 def out_dir(args) -> Path:
